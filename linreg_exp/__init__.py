@@ -1,0 +1,3 @@
+"""linreg_exp: the PyTorch linear-regression tutorial as a config-driven Hydra + MLflow experiment."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,95 @@
+"""The command line: `python -m linreg_exp [overrides]` and the `linreg-exp` script.
+
+Hydra composes the config and runs the job; this module decides how failures look to the
+user: one line naming the key and value for bad input (exit 2), 128 + signal for Ctrl-C or
+SIGTERM, and full tracebacks only with HYDRA_FULL_ERROR=1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException, MissingConfigException
+from hydra.types import RunMode
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from linreg_exp.errors import LinregError
+from linreg_exp.experiment import run_experiment
+from linreg_exp.schema import register_configs
+from linreg_exp.signals import exit_code_for, install_handlers
+from linreg_exp.sweep import close_open_sweeps
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"  # the repo's top-level conf/
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
+def hydra_app(cfg: DictConfig) -> float:
+    """One job. Returns final_loss, the objective for sweepers such as Optuna."""
+    install_handlers()
+    try:
+        return run_experiment(cfg)
+    except Exception as error:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:  # keep it in the job's own log file
+            log.error("job %s failed: %s", HydraConfig.get().job.num, error, exc_info=True)
+        raise
+
+
+def describe_config_error(error: BaseException) -> str:
+    """Hydra's multi-line composition errors, folded into one line naming key and choices."""
+    if isinstance(error, MissingConfigException) and error.options:
+        missing = error.missing_cfg_file or ""
+        group, _, option = missing.rpartition("/")
+        return f"{group}={option} is not an option; allowed: {', '.join(sorted(error.options))}"
+    parts = []
+    while error is not None and len(parts) < 3:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        parts.extend(line for line in lines[:2] if line not in parts)
+        error = error.__cause__  # type: ignore[assignment]
+    return "; ".join(parts)
+
+
+def main() -> None:
+    """Run Hydra, reporting errors ourselves (Hydra's raw exceptions come through FULL_ERROR)."""
+    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    install_handlers()
+    code = 0
+    try:
+        hydra_app()
+    except KeyboardInterrupt as error:
+        close_open_sweeps("KILLED")
+        print("linreg_exp: interrupted; the run is marked KILLED", file=sys.stderr)
+        code = exit_code_for(error)
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    except LinregError as error:
+        if full_error:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        code = 2
+    except (HydraException, OmegaConfBaseException) as error:
+        if full_error:
+            raise
+        print(f"error: {describe_config_error(error)}", file=sys.stderr)
+        code = 2
+    except Exception as error:
+        if full_error:
+            raise
+        traceback.print_exc()
+        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+        print("(set HYDRA_FULL_ERROR=1 for the complete stack trace)", file=sys.stderr)
+        code = 1
+    finally:
+        close_open_sweeps("FAILED")
+    sys.exit(code)

@@ -1,0 +1,27 @@
+"""The tutorial's data: x ~ U(x_min, x_max), noise ~ N(0, noise_std), y = w·(x + noise) + b."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from linreg_exp.schema import DataConfig
+
+
+@dataclass(frozen=True)
+class Dataset:
+    x: torch.Tensor  # (num_data, 1)
+    y: torch.Tensor  # (num_data, 1)
+
+    def to(self, device: torch.device) -> Dataset:
+        return Dataset(self.x.to(device), self.y.to(device))
+
+
+def make_dataset(cfg: DataConfig, seed: int) -> Dataset:
+    """Generate on the CPU from its own generator, so the data is the same on every device."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(cfg.num_data, 1, generator=generator) * (cfg.x_max - cfg.x_min) + cfg.x_min
+    noise = torch.randn(cfg.num_data, 1, generator=generator) * cfg.noise_std
+    y = cfg.true_weight * (x + noise) + cfg.true_bias
+    return Dataset(x, y)

@@ -1,0 +1,194 @@
+"""Pictures of a run and of a sweep; pure functions from data to files, no MLflow here.
+
+Uses matplotlib's object-oriented API with the Agg canvas: no pyplot state, no GUI backend.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
+
+from linreg_exp.baseline import LinearParams
+from linreg_exp.train import History
+
+MAX_SCATTER_POINTS = 2000  # more points only slow the plot down
+
+
+def _scatter_sample(x: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    step = max(1, x.shape[0] // MAX_SCATTER_POINTS)
+    return x[::step].flatten().cpu().numpy(), y[::step].flatten().cpu().numpy()
+
+
+def _spans_decades(values: Sequence[float]) -> bool:
+    positive = [v for v in values if v > 0]
+    return bool(positive) and max(positive) / min(positive) > 100
+
+
+def loss_curve(history: History, optimum_loss: float | None) -> Figure:
+    """Loss per epoch; log-y when it spans decades; the closed-form optimum as a reference."""
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.add_subplot()
+    ax.plot(range(history.epochs_done), history.loss, label="training loss")
+    if optimum_loss is not None:
+        ax.axhline(optimum_loss, color="tab:green", linestyle="--", label="closed-form optimum")
+    if _spans_decades([*history.loss, *([optimum_loss] if optimum_loss else [])]):
+        ax.set_yscale("log")
+    ax.set(xlabel="epoch", ylabel="loss", title="Loss per epoch")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+@dataclass(frozen=True)
+class FitLines:
+    """The lines drawn over the data: truth, the learned one, and the closed-form optimum."""
+
+    true: LinearParams
+    learned: LinearParams
+    optimum: LinearParams | None
+
+
+def fit_figure(x: torch.Tensor, y: torch.Tensor, lines: FitLines) -> Figure:
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.add_subplot()
+    xs, ys = _scatter_sample(x, y)
+    ax.scatter(xs, ys, s=4, alpha=0.35, color="tab:gray", label="data")
+    grid = np.array([xs.min(), xs.max()])
+    styles: list[tuple[str, LinearParams | None, str, str]] = [
+        ("true", lines.true, "tab:green", ":"),
+        ("closed form", lines.optimum, "tab:orange", "--"),
+        ("learned", lines.learned, "tab:blue", "-"),
+    ]
+    for label, params, color, style in styles:
+        if params is not None:
+            ax.plot(
+                grid,
+                params.weight * grid + params.bias,
+                color=color,
+                linestyle=style,
+                label=f"{label}: w={params.weight:.4f}, b={params.bias:.4f}",
+            )
+    ax.set(xlabel="x", ylabel="y", title="Fitted line")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def frame_epochs(epochs_done: int, frames: int) -> list[int]:
+    """Up to `frames` epochs, evenly spread, always including the first and the last."""
+    if epochs_done == 0:
+        return []
+    return sorted({round(i) for i in np.linspace(0, epochs_done - 1, min(frames, epochs_done))})
+
+
+def training_gif(x: torch.Tensor, y: torch.Tensor, history: History, frames: int) -> bytes:
+    """The fitted line moving onto the data, one frame per selected epoch (bounded size)."""
+    fig = Figure(figsize=(4.8, 3.6), dpi=80)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    xs, ys = _scatter_sample(x, y)
+    ax.scatter(xs, ys, s=3, alpha=0.35, color="tab:gray")
+    grid = np.array([xs.min(), xs.max()])
+    margin = 0.1 * float(ys.max() - ys.min())
+    ax.set_ylim(float(ys.min()) - margin, float(ys.max()) + margin)
+    ax.set(xlabel="x", ylabel="y")
+    (line,) = ax.plot(grid, grid * 0, color="tab:blue", linewidth=2)
+    title = ax.set_title("")
+    fig.tight_layout()
+    images = []
+    for epoch in frame_epochs(history.epochs_done, frames):
+        weight, bias = history.weight[epoch], history.bias[epoch]
+        line.set_ydata(weight * grid + bias)
+        title.set_text(f"epoch {epoch + 1}: w={weight:.3f}  b={bias:.3f}")
+        canvas.draw()
+        rgb = Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert(
+            "RGB"
+        )
+        images.append(rgb.quantize(colors=64, method=Image.Quantize.MEDIANCUT))
+    buffer = io.BytesIO()
+    if images:
+        images[0].save(
+            buffer,
+            format="GIF",
+            save_all=True,
+            append_images=images[1:],
+            duration=80,
+            loop=0,
+            optimize=False,
+        )
+    return buffer.getvalue()
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    FigureCanvasAgg(fig)
+    fig.savefig(path)
+    return path
+
+
+@dataclass(frozen=True)
+class SweepJob:
+    """What the sweep plot needs of one child run."""
+
+    params: Mapping[str, str]
+    final_loss: float
+    diverged: bool
+    loss_history: Sequence[float]
+
+
+def _as_float(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def sweep_figure(jobs: Sequence[SweepJob], swept: Sequence[str]) -> Figure:
+    """Final loss against the swept parameter, one line per other choice; all loss curves."""
+    fig = Figure(figsize=(11, 4.2), dpi=100)
+    ax_final, ax_curves = fig.subplots(1, 2)
+    numeric = [k for k in swept if all(_as_float(j.params.get(k, "")) is not None for j in jobs)]
+    x_key = "optimizer.lr" if "optimizer.lr" in numeric else (numeric[0] if numeric else None)
+    others = [k for k in swept if k != x_key]
+    groups: dict[str, list[SweepJob]] = {}
+    for job in jobs:
+        label = ", ".join(f"{k}={job.params.get(k)}" for k in others) or "all jobs"
+        groups.setdefault(label, []).append(job)
+    finite = [j.final_loss for j in jobs if not j.diverged and math.isfinite(j.final_loss)]
+    ceiling = max(finite) * 2 if finite else 1.0
+    for index, (label, members) in enumerate(sorted(groups.items())):
+        color = f"C{index % 10}"
+        positions = (
+            [float(j.params[x_key]) for j in members] if x_key else list(range(len(members)))
+        )
+        ordered = sorted(zip(positions, members, strict=True), key=lambda pair: pair[0])
+        done = [(p, j.final_loss) for p, j in ordered if not j.diverged]
+        if done:
+            ax_final.plot(*zip(*done, strict=True), marker="o", color=color, label=label)
+        failed = [p for p, j in ordered if j.diverged]
+        if failed:
+            ax_final.scatter(failed, [ceiling] * len(failed), marker="x", s=60, color=color)
+        for _, job in ordered:
+            ax_curves.plot(job.loss_history, color=color, alpha=0.6, linewidth=1)
+    if any(j.diverged for j in jobs):
+        ax_final.scatter([], [], marker="x", color="black", label="diverged")
+    if x_key == "optimizer.lr":
+        ax_final.set_xscale("log")
+    if _spans_decades(finite):
+        ax_final.set_yscale("log")
+    curves = [v for j in jobs for v in j.loss_history]
+    if _spans_decades(curves):
+        ax_curves.set_yscale("log")
+    ax_final.set(xlabel=x_key or "job", ylabel="final loss", title="Final loss per job")
+    ax_final.legend(fontsize=8)
+    ax_curves.set(xlabel="epoch", ylabel="loss", title="Loss curves of all jobs")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,142 @@
+"""The config schema: dataclasses in Hydra's ConfigStore (types, key typos) plus range checks.
+
+The YAML files under conf/ stay the user's interface; every option there pulls in its schema
+from the `schema/<group>` entries registered here, so Hydra rejects unknown keys and wrong types
+while composing. `validate` adds the range checks that types cannot express.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+from linreg_exp.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    num_data: int = 1000
+    noise_std: float = 1.0
+    x_min: float = -10.0
+    x_max: float = 10.0
+    true_weight: float = 2.0
+    true_bias: float = 3.0
+
+
+@dataclass
+class LossConfig:
+    name: str = MISSING
+    _target_: str = MISSING
+
+
+@dataclass
+class HuberLossConfig(LossConfig):
+    delta: float = 1.0
+
+
+@dataclass
+class OptimizerConfig:
+    _target_: str = MISSING
+    _partial_: bool = True
+    lr: float = 0.01
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
+    momentum: float = 0.0
+
+
+@dataclass
+class AdamConfig(OptimizerConfig):
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class DeviceConfig:
+    name: str = "auto"
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 500
+    batch_size: int | None = None
+
+
+@dataclass
+class MlflowConfig:
+    experiment_name: str = "linreg"
+    tracking_uri: str | None = None
+    run_name: str | None = None
+
+
+@dataclass
+class PlotsConfig:
+    enabled: bool = True
+    frames: int = 50
+
+
+@dataclass
+class LinregConfig:
+    data: DataConfig = MISSING
+    loss: Any = MISSING
+    optimizer: Any = MISSING
+    device: DeviceConfig = MISSING
+    seed: int = 0
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    plots: PlotsConfig = field(default_factory=PlotsConfig)
+
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def register_configs() -> None:
+    """Register the schemas; conf/config.yaml and each group option name them in `defaults`."""
+    cs = ConfigStore.instance()
+    cs.store(name="linreg_schema", node=LinregConfig)
+    cs.store(group="schema/data", name="default", node=DataConfig)
+    cs.store(group="schema/device", name="default", node=DeviceConfig)
+    for name in ("l1", "mse"):
+        cs.store(group="schema/loss", name=name, node=LossConfig)
+    cs.store(group="schema/loss", name="huber", node=HuberLossConfig)
+    cs.store(group="schema/optimizer", name="sgd", node=SGDConfig)
+    cs.store(group="schema/optimizer", name="adam", node=AdamConfig)
+
+
+def _require(ok: bool, key: str, value: object, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value} is not allowed: {allowed}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Range checks Hydra's types cannot express; raises ConfigError naming the key and value."""
+    data, trainer, optim = cfg.data, cfg.trainer, cfg.optimizer
+    _require(data.num_data >= 2, "data.num_data", data.num_data, "must be an integer >= 2")
+    _require(data.noise_std >= 0, "data.noise_std", data.noise_std, "must be >= 0")
+    _require(
+        data.x_min < data.x_max, "data.x_min", data.x_min, f"must be < data.x_max={data.x_max}"
+    )
+    _require(trainer.epochs >= 1, "trainer.epochs", trainer.epochs, "must be an integer >= 1")
+    batch_size = trainer.batch_size
+    _require(
+        batch_size is None or 1 <= batch_size <= data.num_data,
+        "trainer.batch_size",
+        batch_size,
+        f"must be null (full batch) or an integer in [1, data.num_data={data.num_data}]",
+    )
+    _require(optim.lr > 0, "optimizer.lr", optim.lr, "must be > 0")
+    if "momentum" in optim:
+        _require(optim.momentum >= 0, "optimizer.momentum", optim.momentum, "must be >= 0")
+    if "delta" in cfg.loss:
+        _require(cfg.loss.delta > 0, "loss.delta", cfg.loss.delta, "must be > 0")
+    _require(cfg.device.name in DEVICES, "device", cfg.device.name, f"one of {', '.join(DEVICES)}")
+    _require(cfg.plots.frames >= 2, "plots.frames", cfg.plots.frames, "must be an integer >= 2")
+    _require(
+        bool(cfg.mlflow.experiment_name),
+        "mlflow.experiment_name",
+        repr(cfg.mlflow.experiment_name),
+        "must be a non-empty name",
+    )
