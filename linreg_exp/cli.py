@@ -7,6 +7,7 @@ SIGTERM, and full tracebacks only with HYDRA_FULL_ERROR=1.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -18,13 +19,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException
 from hydra.types import RunMode
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    OmegaConfBaseException,
+    ValidationError,
+)
 
 from linreg_exp.errors import LinregError
-from linreg_exp.experiment import run_experiment
 from linreg_exp.schema import register_configs
 from linreg_exp.signals import exit_code_for, install_handlers
-from linreg_exp.sweep import close_open_sweeps
 
 log = logging.getLogger(__name__)
 
@@ -37,26 +41,51 @@ register_configs()
 def hydra_app(cfg: DictConfig) -> float:
     """One job. Returns final_loss, the objective for sweepers such as Optuna."""
     install_handlers()
+    from linreg_exp.experiment import run_experiment  # torch and mlflow: only once a job runs
+
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         return run_experiment(cfg)
+    except LinregError as error:
+        if not multirun:  # one line, no "Error executing job" preamble from Hydra
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(2) from error
+        log.error("job %s rejected: %s", HydraConfig.get().job.num, error)
+        raise
     except Exception as error:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:  # keep it in the job's own log file
+        if multirun:  # keep it in the job's own log file; Hydra reports only the first failure
             log.error("job %s failed: %s", HydraConfig.get().job.num, error, exc_info=True)
         raise
+
+
+def _public_fields(node_type: object) -> list[str]:
+    if not dataclasses.is_dataclass(node_type):
+        return []
+    return [f.name for f in dataclasses.fields(node_type) if not f.name.startswith("_")]
 
 
 def describe_config_error(error: BaseException) -> str:
     """Hydra's multi-line composition errors, folded into one line naming key and choices."""
     if isinstance(error, MissingConfigException) and error.options:
-        missing = error.missing_cfg_file or ""
-        group, _, option = missing.rpartition("/")
+        group, _, option = (error.missing_cfg_file or "").rpartition("/")
         return f"{group}={option} is not an option; allowed: {', '.join(sorted(error.options))}"
-    parts = []
-    while error is not None and len(parts) < 3:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        parts.extend(line for line in lines[:2] if line not in parts)
-        error = error.__cause__  # type: ignore[assignment]
-    return "; ".join(parts)
+    cause = error.__cause__ if isinstance(error, HydraException) else error
+    if isinstance(cause, ConfigAttributeError | ConfigKeyError) and cause.full_key:
+        parent = cause.full_key.rpartition(".")[0] or "the top level"
+        allowed = ", ".join(_public_fields(cause.object_type)) or "see --help"
+        return f"{cause.full_key} is not a config key; allowed keys in {parent}: {allowed}"
+    if isinstance(cause, ValidationError) and cause.full_key:
+        reason = str(cause.msg).splitlines()[0]
+        return f"{cause.full_key}={cause.value}: {reason}"
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return "; ".join(lines[:2]) or type(error).__name__
+
+
+def close_open_sweeps(status: str) -> None:
+    """Close any sweep parent left open; sweep.py (and mlflow) is loaded only by multiruns."""
+    sweep = sys.modules.get("linreg_exp.sweep")
+    if sweep is not None:
+        sweep.close_open_sweeps(status)
 
 
 def main() -> None:

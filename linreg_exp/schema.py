@@ -7,11 +7,12 @@ while composing. `validate` adds the range checks that types cannot express.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from linreg_exp.errors import ConfigError
 
@@ -111,8 +112,22 @@ def _require(ok: bool, key: str, value: object, allowed: str) -> None:
         raise ConfigError(f"{key}={value} is not allowed: {allowed}")
 
 
+def _check_no_extra_keys(cfg: DictConfig) -> None:
+    """`+optimizer.foo=1` slips past Hydra's struct mode; the schema's fields are the contract."""
+    for group in ("data", "loss", "optimizer", "device", "trainer", "mlflow", "plots"):
+        node = cfg[group]
+        schema = OmegaConf.get_type(node)
+        if not dataclasses.is_dataclass(schema):
+            continue
+        known = {f.name for f in dataclasses.fields(schema)}
+        for key in node:
+            allowed = ", ".join(sorted(k for k in known if not k.startswith("_")))
+            _require(key in known, f"{group}.{key}", node[key], f"unknown key; allowed: {allowed}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Range checks Hydra's types cannot express; raises ConfigError naming the key and value."""
+    _check_no_extra_keys(cfg)
     data, trainer, optim = cfg.data, cfg.trainer, cfg.optimizer
     _require(data.num_data >= 2, "data.num_data", data.num_data, "must be an integer >= 2")
     _require(data.noise_std >= 0, "data.noise_std", data.noise_std, "must be >= 0")

@@ -1,0 +1,78 @@
+# linreg_exp: `make run` trains the default experiment, `make test` runs the whole suite.
+# Both create .venv (Python 3.11) and install the pinned versions in constraints.txt.
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 5000
+STORE  ?= sqlite:///$(CURDIR)/mlflow.db
+ARTIFACTS ?= $(CURDIR)/mlruns
+SERVER_DIR ?= $(CURDIR)/mlflow-server
+ARGS   ?=
+PYTEST_ARGS ?=
+APT_PACKAGES := chromium chromium-driver postgresql-15
+
+.PHONY: run test install install-dev system-deps lint bench ui server pictures clean
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[sweep,server]'
+	touch $@
+
+$(BIN)/.installed-dev: $(BIN)/.installed
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,sweep,server]'
+	touch $@
+
+install: $(BIN)/.installed
+install-dev: $(BIN)/.installed-dev
+
+## run: train the default experiment (add overrides with ARGS="optimizer.lr=0.1 loss=mse")
+run: install
+	$(BIN)/python -m linreg_exp $(ARGS)
+	@echo
+	@echo "Look at: outputs/runs/ (plots and the job log), and the MLflow UI: make ui -> http://$(HOST):$(PORT)"
+
+## test: the whole suite, browser and PostgreSQL tests included
+test: install-dev system-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## system-deps: Debian's chromium (browser test) and PostgreSQL 15 (server test), if missing
+system-deps:
+	@missing=""; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium chromium-driver"; \
+	[ -x /usr/lib/postgresql/15/bin/initdb ] || missing="$$missing postgresql-15"; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  echo "installing with apt-get:$$missing"; \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+lint: install-dev
+	$(BIN)/ruff check linreg_exp tests benchmarks
+	$(BIN)/ruff format --check linreg_exp tests benchmarks
+	$(BIN)/mypy
+
+## bench: framework overhead against the bare tutorial script (writes benchmarks/results.md)
+bench: install-dev
+	$(BIN)/python benchmarks/bench.py
+
+## ui: browse ./mlflow.db (and its artifacts) at http://$(HOST):$(PORT)
+ui: install
+	$(BIN)/mlflow ui --backend-store-uri $(STORE) --default-artifact-root $(ARTIFACTS) \
+	  --host $(HOST) --port $(PORT) --workers 1
+
+## server: a tracking server for several machines; runs log with MLFLOW_TRACKING_URI=http://HOST:PORT
+server: install
+	mkdir -p $(SERVER_DIR)
+	$(BIN)/mlflow server --backend-store-uri $${BACKEND_STORE_URI:-sqlite:///$(SERVER_DIR)/mlflow.db} \
+	  --artifacts-destination $(SERVER_DIR)/artifacts --serve-artifacts \
+	  --host $(HOST) --port $(PORT) --workers 1
+
+## pictures: regenerate the README's images from a real run and sweep
+pictures: install-dev system-deps
+	$(BIN)/python docs/make_pictures.py
+
+clean:
+	rm -rf outputs/runs outputs/multirun .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,68 @@
+"""Shared fixtures: a real SQLite MLflow store under tmp_path and real CLI runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CONF_DIR = REPO / "conf"
+
+
+def cli_env(tracking_uri: str | None = None, **extra: str) -> dict[str, str]:
+    """The environment for a CLI subprocess: no inherited MLflow/Hydra settings, no TTY bars."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HYDRA_", "LINREG"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    if tracking_uri is not None:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    args: Sequence[str],
+    cwd: Path,
+    tracking_uri: str | None = None,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`python -m linreg_exp ARGS` in `cwd`, its Hydra dirs kept under `cwd`."""
+    dirs = []
+    if "-m" in args or "--multirun" in args or any(a.startswith("hparams_search=") for a in args):
+        if not any(a.startswith("hydra.sweep.dir=") for a in args):
+            dirs.append(f"hydra.sweep.dir={cwd / 'multirun'}")
+    elif not any(a.startswith("hydra.run.dir=") for a in args):
+        dirs.append(f"hydra.run.dir={cwd / 'run'}")
+    return subprocess.run(
+        [sys.executable, "-m", "linreg_exp", *args, *dirs],
+        cwd=cwd,
+        env=env if env is not None else cli_env(tracking_uri),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[str]:
+    """A fresh SQLite tracking URI; after the test, no run in it may be left RUNNING."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    yield uri
+    if (tmp_path / "mlflow.db").exists():
+        assert_nothing_running(uri)
+
+
+def assert_nothing_running(uri: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    experiments = client.search_experiments()
+    running = client.search_runs(
+        [e.experiment_id for e in experiments], filter_string="attributes.status = 'RUNNING'"
+    )
+    assert not running, f"runs left RUNNING: {[r.info.run_id for r in running]}"
