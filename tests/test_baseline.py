@@ -1,0 +1,49 @@
+"""Closed-form optima, checked against numpy's polyfit and scipy's linear programming."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import linprog
+
+from linreg_exp.baseline import closed_form_optimum, least_absolute_deviation, least_squares
+
+
+def sample(n: int = 300, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, generator=g) * 20 - 10
+    y = 2 * (x + torch.randn(n, 1, generator=g)) + 3
+    y[:10] += 40  # outliers pull least squares, not least absolute deviation
+    return x, y
+
+
+def test_least_squares_matches_polyfit() -> None:
+    x, y = sample()
+    slope, intercept = np.polyfit(x.double().numpy().ravel(), y.double().numpy().ravel(), 1)
+    ols = least_squares(x, y)
+    assert ols.weight == pytest.approx(slope, abs=1e-10)
+    assert ols.bias == pytest.approx(intercept, abs=1e-10)
+
+
+def test_least_absolute_deviation_matches_linear_programming() -> None:
+    x, y = sample()
+    xs, ys = x.double().numpy().ravel(), y.double().numpy().ravel()
+    n = len(xs)
+    # variables: w, b, u (n residual bounds); minimise sum u with |y - w x - b| <= u
+    cost = np.r_[0.0, 0.0, np.ones(n)]
+    upper = np.c_[-xs, -np.ones(n), -np.eye(n)]
+    lower = np.c_[xs, np.ones(n), -np.eye(n)]
+    result = linprog(cost, A_ub=np.r_[upper, lower], b_ub=np.r_[-ys, ys],
+                     bounds=[(None, None)] * 2 + [(0, None)] * n, method="highs")
+    lad = least_absolute_deviation(x, y)
+    objective = np.abs(ys - lad.weight * xs - lad.bias).sum()
+    assert objective == pytest.approx(result.fun, rel=1e-9)
+    assert lad.weight == pytest.approx(result.x[0], abs=1e-6)
+    assert lad.bias == pytest.approx(result.x[1], abs=1e-5)
+
+
+def test_optimum_follows_the_loss() -> None:
+    x, y = sample()
+    assert closed_form_optimum("l1", x, y) == least_absolute_deviation(x, y)
+    assert closed_form_optimum("mse", x, y) == least_squares(x, y)

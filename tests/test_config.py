@@ -1,0 +1,142 @@
+"""Config composition with Hydra's compose(): the keys are a contract; bad values fail early."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from linreg_exp.errors import ConfigError
+from linreg_exp.experiment import build_loss
+from linreg_exp.schema import register_configs, validate
+from tests.conftest import CONF_DIR
+
+
+@pytest.fixture(autouse=True)
+def _hydra() -> Iterator[None]:
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        yield
+
+
+def make(*overrides: str) -> DictConfig:
+    return compose("config", overrides=list(overrides))
+
+
+def test_default_config_is_the_tutorial() -> None:
+    cfg = make()
+    assert OmegaConf.to_container(cfg) == {
+        "data": {
+            "num_data": 1000,
+            "noise_std": 1.0,
+            "x_min": -10.0,
+            "x_max": 10.0,
+            "true_weight": 2.0,
+            "true_bias": 3.0,
+        },
+        "loss": {"name": "l1", "_target_": "torch.nn.L1Loss"},
+        "optimizer": {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.01, "momentum": 0.0},
+        "device": {"name": "auto"},
+        "seed": 0,
+        "trainer": {"epochs": 500, "batch_size": None},
+        "mlflow": {"experiment_name": "linreg", "tracking_uri": None, "run_name": None},
+        "plots": {"enabled": True, "frames": 50},
+    }
+    validate(cfg)
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [("l1", nn.L1Loss), ("mse", nn.MSELoss), ("huber", nn.HuberLoss)],
+)
+def test_losses_instantiate(choice: str, expected: type) -> None:
+    cfg = make(f"loss={choice}")
+    assert cfg.loss.name == choice
+    assert isinstance(build_loss(cfg.loss), expected)
+
+
+@pytest.mark.parametrize("choice", ["sgd", "adam"])
+def test_optimizers_instantiate_with_parameters(choice: str) -> None:
+    cfg = make(f"optimizer={choice}", "optimizer.lr=0.05")
+    optimizer = instantiate(cfg.optimizer)(nn.Linear(1, 1).parameters())
+    assert optimizer.param_groups[0]["lr"] == 0.05
+
+
+@pytest.mark.parametrize("choice", ["cpu", "cuda", "auto"])
+def test_device_options(choice: str) -> None:
+    assert make(f"device={choice}").device.name == choice
+
+
+def test_experiment_tutorial_is_the_exact_setting() -> None:
+    cfg = make("experiment=tutorial")
+    assert cfg.loss.name == "l1"
+    assert cfg.optimizer.lr == 0.01
+    assert cfg.trainer.epochs == 500
+    assert cfg.trainer.batch_size is None
+    assert cfg.data.num_data == 1000
+
+
+def test_optuna_search_config() -> None:
+    cfg = compose("config", overrides=["hparams_search=lr_optuna"], return_hydra_config=True)
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    assert "optuna" in cfg.hydra.sweeper._target_.lower()
+    assert cfg.hydra.sweeper.direction == "minimize"
+    assert cfg.hydra.sweeper.sampler.seed == 0
+    assert cfg.hydra.sweeper.params["optimizer.lr"].startswith("tag(log, interval(")
+
+
+def test_sweep_callback_is_configured() -> None:
+    cfg = compose("config", return_hydra_config=True)
+    assert cfg.hydra.callbacks.mlflow_sweep._target_ == "linreg_exp.sweep.MlflowSweepCallback"
+    assert cfg.hydra.run.dir.startswith("outputs/runs/")
+    assert cfg.hydra.sweep.dir.startswith("outputs/multirun/")
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("optimizer.lrr=0.1", "lrr"),  # typo
+        ("data.num_dat=10", "num_dat"),
+        ("optimizer.lr=abc", "optimizer.lr"),  # wrong type
+        ("data.num_data=1.5", "data.num_data"),
+        ("trainer.epochs=many", "trainer.epochs"),
+    ],
+)
+def test_schema_rejects_typos_and_types(override: str, key: str) -> None:
+    with pytest.raises(ConfigCompositionException) as error:
+        make(override)
+    assert key in str(error.value) + str(error.value.__cause__)
+
+
+@pytest.mark.parametrize("override", ["loss=l3", "device=tpu", "optimizer=rmsprop"])
+def test_unknown_group_options(override: str) -> None:
+    with pytest.raises(MissingConfigException):
+        make(override)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["optimizer.lr=0"], "optimizer.lr"),
+        (["optimizer.lr=-0.1"], "optimizer.lr"),
+        (["data.num_data=1"], "data.num_data"),
+        (["data.noise_std=-1"], "data.noise_std"),
+        (["trainer.epochs=0"], "trainer.epochs"),
+        (["data.x_min=5", "data.x_max=5"], "data.x_min"),
+        (["trainer.batch_size=0"], "trainer.batch_size"),
+        (["trainer.batch_size=1001"], "trainer.batch_size"),
+        (["optimizer.momentum=-1"], "optimizer.momentum"),
+        (["loss=huber", "loss.delta=0"], "loss.delta"),
+        (["plots.frames=1"], "plots.frames"),
+        (["+optimizer.foo=1"], "optimizer.foo"),
+    ],
+)
+def test_validate_names_key_and_value(overrides: list[str], key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^{key}=") as error:
+        validate(make(*overrides))
+    assert "\n" not in str(error.value)
