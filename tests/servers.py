@@ -1,0 +1,209 @@
+"""Real servers for the slow tests: an MLflow tracking server and a throw-away PostgreSQL.
+
+Both bind 127.0.0.1 on a free port, run in their own process group (start_new_session) and are
+stopped with os.killpg when their context manager exits, so nothing outlives the test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+MLFLOW = Path(sys.executable).with_name("mlflow")
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _tail(path: Path, chars: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return "(no log)"
+
+
+def stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, grace: float = 15) -> None:
+    """Signal the process group `proc` leads; SIGKILL it if it is not gone after `grace` s."""
+    if proc.poll() is None:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    # children (uvicorn workers, postgres backends) may outlive the leader: kill what is left
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+
+
+@contextmanager
+def mlflow_server(
+    backend_store_uri: str,
+    log_path: Path,
+    *,
+    artifacts_destination: Path | None = None,
+    default_artifact_root: Path | None = None,
+    timeout: float = 90,
+) -> Iterator[str]:
+    """`mlflow server --workers 1` on a free loopback port; yields its http:// URL once /health
+    answers. With `artifacts_destination` it proxies artifacts (--serve-artifacts)."""
+    port = free_port()
+    cmd = [
+        str(MLFLOW), "server",
+        "--backend-store-uri", backend_store_uri,
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    if artifacts_destination is not None:
+        cmd += ["--serve-artifacts", "--artifacts-destination", str(artifacts_destination)]
+    if default_artifact_root is not None:
+        cmd += ["--default-artifact-root", str(default_artifact_root)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    # The job runner starts seven huey consumers: CPU this 2-core test machine cannot spare.
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"mlflow server exited with {proc.returncode}:\n{_tail(log_path)}"
+                )
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"mlflow server not healthy after {timeout:.0f} s:\n{_tail(log_path)}"
+                )
+            time.sleep(0.3)
+        yield url
+    finally:
+        stop_group(proc)
+
+
+@dataclass(frozen=True)
+class PostgresCluster:
+    port: int
+    user: str
+    password: str
+    socket_dir: Path
+
+    def uri(self, database: str) -> str:
+        """The SQLAlchemy URI MLflow takes as a backend store."""
+        return (
+            f"postgresql+psycopg2://{self.user}:{self.password}@127.0.0.1:{self.port}/{database}"
+        )
+
+    def create_database(self, name: str) -> None:
+        """A new database owned by the password user (as the superuser, over the socket)."""
+        import psycopg2
+
+        conn = psycopg2.connect(
+            host=str(self.socket_dir), port=self.port, user="postgres", dbname="postgres"
+        )
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(f'CREATE DATABASE "{name}" OWNER "{self.user}"')
+        finally:
+            conn.close()
+
+
+def postgres_available() -> bool:
+    return (PG_BIN / "initdb").exists()
+
+
+def _as_postgres(*cmd: str) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else list(cmd)
+
+
+@contextmanager
+def postgres_cluster(
+    user: str = "linreg", password: str = "s3cret", timeout: float = 60
+) -> Iterator[PostgresCluster]:
+    """initdb a cluster in a fresh temp dir, run it on a free loopback port, remove it after.
+
+    TCP logins need the password (scram-sha-256); the Unix socket in the cluster's dir trusts
+    the superuser `postgres`, which creates `user` and, via `create_database`, its databases.
+    """
+    import psycopg2
+
+    root = Path(tempfile.mkdtemp(prefix="linreg-pg-"))
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        if os.geteuid() == 0:
+            shutil.chown(root, "postgres", "postgres")
+        data = root / "data"
+        log_path = root / "postgres.log"
+        subprocess.run(
+            _as_postgres(
+                str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres",
+                "--auth-local=trust", "--auth-host=scram-sha-256",
+                "-E", "UTF8", "--locale=C", "--no-sync",
+            ),
+            check=True, capture_output=True, timeout=timeout,
+        )  # fmt: skip
+        port = free_port()
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                _as_postgres(
+                    str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port),
+                    "-k", str(root), "-c", "listen_addresses=127.0.0.1",
+                    "-c", "fsync=off", "-c", "synchronous_commit=off",
+                    "-c", "full_page_writes=off", "-c", "max_connections=50",
+                ),
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"postgres exited with {proc.returncode}:\n{_tail(log_path)}")
+            try:
+                conn = psycopg2.connect(
+                    host=str(root), port=port, user="postgres", dbname="postgres"
+                )
+                break
+            except psycopg2.OperationalError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"postgres not up after {timeout:.0f} s:\n{_tail(log_path)}"
+                    ) from None
+                time.sleep(0.2)
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(f"CREATE ROLE \"{user}\" LOGIN PASSWORD '{password}'")
+        finally:
+            conn.close()
+        yield PostgresCluster(port, user, password, root)
+    finally:
+        if proc is not None:
+            stop_group(proc, signal.SIGINT)  # SIGINT: the postmaster's "fast" shutdown
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,161 @@
+"""The real CLI in a subprocess, read back through MlflowClient from a SQLite store."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from tests.conftest import assert_nothing_running, cli_env, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def only_run(uri: str) -> Run:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("linreg")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1
+    return runs[0]
+
+
+def history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    points = MlflowClient(uri).get_metric_history(run_id, key)
+    return sorted((m.step, m.value) for m in points)
+
+
+def tutorial_data(n: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """The tutorial's data, generated here independently of linreg_exp."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 1, generator=g) * 20 - 10
+    y = 2.0 * (x + torch.randn(n, 1, generator=g)) + 3.0
+    return x.double().numpy().ravel(), y.double().numpy().ravel()
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Run, Path, str]:
+    cwd = tmp_path_factory.mktemp("default")
+    result = run_cli([], cwd, env=cli_env())  # no URI given: ./mlflow.db in the launch dir
+    assert result.returncode == 0, result.stderr
+    uri = f"sqlite:///{cwd / 'mlflow.db'}"
+    return uri, only_run(uri), cwd, result.stdout + result.stderr
+
+
+def test_default_run_is_tracked_completely(default_run: tuple[str, Run, Path, str]) -> None:
+    uri, run, cwd, _ = default_run
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["optimizer.lr"] == "0.01"
+    assert params["data.num_data"] == "1000"
+    assert params["loss.name"] == "l1"
+    assert params["trainer.epochs"] == "500"
+    for key in ("loss", "weight", "bias"):
+        points = history(uri, run.info.run_id, key)
+        assert [step for step, _ in points] == list(range(500))
+    tags = run.data.tags
+    assert tags["linreg.command"] == "python -m linreg_exp"
+    assert tags["linreg.outcome"] == "completed"
+    assert "mlflow.parentRunId" not in tags
+    assert_nothing_running(uri)
+
+
+def test_default_run_reproduces_the_tutorial(default_run: tuple[str, Run, Path, str]) -> None:
+    uri, run, _, _ = default_run
+    metrics = run.data.metrics
+    x, y = tutorial_data()
+    slope, intercept = np.polyfit(x, y, 1)
+    assert metrics["ols_weight"] == pytest.approx(slope, abs=1e-9)
+    assert metrics["ols_bias"] == pytest.approx(intercept, abs=1e-9)
+    assert metrics["final_weight"] == pytest.approx(2.0, abs=0.03)
+    bias = [v for _, v in history(uri, run.info.run_id, "bias")]
+    assert bias[100] < bias[-1] < 3.0  # still climbing towards 3 at epoch 500
+    lad_cost = np.abs(y - metrics["lad_weight"] * x - metrics["lad_bias"]).mean()
+    assert metrics["optimum_loss"] == pytest.approx(lad_cost, rel=1e-5)
+    assert lad_cost <= np.abs(y - slope * x - intercept).mean()
+    assert metrics["weight_gap_to_true"] == pytest.approx(abs(metrics["final_weight"] - 2.0))
+    assert metrics["final_loss"] == history(uri, run.info.run_id, "loss")[-1][1]
+
+
+def test_default_run_artifacts(default_run: tuple[str, Run, Path, str]) -> None:
+    uri, run, cwd, _ = default_run
+    client = MlflowClient(uri)
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "loss_curve.png", "fit.png", "training.gif"} <= names
+    local = Path(client.download_artifacts(run.info.run_id, "", str(cwd / "dl")))
+    assert "optimizer:" in (local / "config.yaml").read_text()
+    for name in ("loss_curve.png", "fit.png"):
+        with Image.open(local / name) as image:
+            assert image.format == "PNG" and image.width >= 400 and image.height >= 300
+    with Image.open(local / "training.gif") as gif:
+        assert gif.format == "GIF" and gif.n_frames >= 10
+    assert (local / "training.gif").stat().st_size < 2_000_000
+    # the same files in the job's Hydra output dir, with its log file
+    job_dir = cwd / "run"
+    assert {"loss_curve.png", "fit.png", "training.gif", "linreg_exp.log"} <= {
+        p.name for p in job_dir.iterdir()
+    }
+    assert run.info.artifact_uri.startswith((cwd / "mlruns").as_uri())
+
+
+def test_summary_says_where_to_look(default_run: tuple[str, Run, Path, str]) -> None:
+    uri, run, cwd, output = default_run
+    assert run.info.run_id in output
+    assert f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}" in output
+    assert "mlflow ui --backend-store-uri" in output
+    assert "final loss" in output
+    assert "run    " in output and "linreg_exp.log" not in output
+    assert (cwd / "run" / "linreg_exp.log").read_text().count(run.info.run_id) >= 1
+
+
+def test_mse_matches_least_squares_and_runs_repeat_exactly(tmp_path: Path, store: str) -> None:
+    args = ["loss=mse", "plots.enabled=false"]
+    first = run_cli(args, tmp_path, store)
+    second = run_cli(args, tmp_path, store)
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("linreg")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    assert len(runs) == 2
+    x, y = tutorial_data()
+    slope, intercept = np.polyfit(x, y, 1)
+    metrics = runs[0].data.metrics
+    assert metrics["final_weight"] == pytest.approx(slope, abs=1e-3)
+    assert metrics["final_bias"] == pytest.approx(intercept, abs=1e-3)
+    for key in ("loss", "weight", "bias"):
+        assert history(store, runs[0].info.run_id, key) == history(store, runs[1].info.run_id, key)
+    assert not [a for a in client.list_artifacts(runs[0].info.run_id) if a.path.endswith((".png", ".gif"))]
+
+    # the command tag re-runs to the same numbers
+    command = shlex.split(runs[0].data.tags["linreg.command"])
+    assert command[:3] == ["python", "-m", "linreg_exp"]
+    rerun = subprocess.run(
+        [sys.executable, *command[1:], f"hydra.run.dir={tmp_path / 'rerun'}"],
+        cwd=tmp_path, env=cli_env(store), capture_output=True, text=True, timeout=300,
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    third = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])[0]
+    assert history(store, third.info.run_id, "loss") == history(store, runs[0].info.run_id, "loss")
+
+
+def test_help_lists_groups_and_examples(tmp_path: Path) -> None:
+    result = run_cli(["--help"], tmp_path)
+    assert result.returncode == 0
+    for text in ("loss: huber, l1, mse", "optimizer: adam, sgd", "device: auto, cpu, cuda",
+                 "experiment: tutorial", "hparams_search: lr_optuna", "-m optimizer.lr=",
+                 "hydra/launcher=joblib", "lr: 0.01"):
+        assert text in result.stdout, text
+
+
+def test_console_script_is_the_same_cli(tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("linreg-exp")
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "== Config groups ==" in result.stdout

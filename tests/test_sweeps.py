@@ -1,0 +1,121 @@
+"""Multiruns: one MLflow parent per sweep, one nested child per job, in every launcher."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+FAST = ["plots.enabled=false", "trainer.epochs=100"]
+
+
+def sweep_runs(uri: str) -> tuple[Run, list[Run]]:
+    """The single parent run and its children, each child with a complete history."""
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("linreg")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("linreg.kind") == "sweep"]
+    assert len(parents) == 1, [r.data.tags for r in runs]
+    parent = parents[0]
+    children = [r for r in runs if r is not parent]
+    assert all(r.data.tags.get("mlflow.parentRunId") == parent.info.run_id for r in children)
+    assert all(r.info.status != "RUNNING" for r in runs)
+    return parent, children
+
+
+def points(uri: str, run: Run, key: str) -> int:
+    return len(MlflowClient(uri).get_metric_history(run.info.run_id, key))
+
+
+def test_grid_gives_one_parent_and_a_child_per_job(tmp_path: Path, store: str) -> None:
+    result = run_cli(["-m", "optimizer.lr=0.01,0.05", "loss=l1,mse", "trainer.epochs=200"],
+                     tmp_path, store)
+    assert result.returncode == 0, result.stderr
+    parent, children = sweep_runs(store)
+    assert len(children) == 4
+    assert {(c.data.params["optimizer.lr"], c.data.params["loss.name"]) for c in children} == {
+        ("0.01", "l1"), ("0.01", "mse"), ("0.05", "l1"), ("0.05", "mse")
+    }
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert all(points(store, child, k) == 200 for k in ("loss", "weight", "bias"))
+    assert parent.info.status == "FINISHED"
+    metrics = parent.data.metrics
+    assert metrics["jobs_total"] == 4 and metrics["jobs_finished"] == 4
+    assert metrics["jobs_failed"] == metrics["jobs_diverged"] == 0
+    best = min(children, key=lambda c: c.data.metrics["final_loss"])
+    assert metrics["best_final_loss"] == best.data.metrics["final_loss"]
+    assert parent.data.params["best.optimizer.lr"] == best.data.params["optimizer.lr"]
+    assert parent.data.tags["linreg.best_run_id"] == best.info.run_id
+    assert "optimizer.lr=0.01,0.05" in parent.data.tags["linreg.overrides"]
+    client = MlflowClient(store)
+    names = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"summary.csv", "sweep.png"} <= names
+    summary = client.download_artifacts(parent.info.run_id, "summary.csv", str(tmp_path))
+    rows = list(csv.DictReader(io.StringIO(Path(summary).read_text())))
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"FINISHED"}
+    assert (tmp_path / "multirun" / "sweep.png").is_file()
+    assert "job 3:" in result.stdout + result.stderr  # one line per job
+
+
+def test_diverging_job_is_recorded_and_the_sweep_goes_on(tmp_path: Path, store: str) -> None:
+    result = run_cli(["-m", "loss=mse", "optimizer.lr=0.01,0.5", *FAST], tmp_path, store)
+    assert result.returncode == 0, result.stderr
+    parent, children = sweep_runs(store)
+    by_lr = {c.data.params["optimizer.lr"]: c for c in children}
+    assert by_lr["0.01"].info.status == "FINISHED"
+    diverged = by_lr["0.5"]
+    assert diverged.info.status == "FAILED"
+    assert diverged.data.tags["linreg.outcome"] == "diverged"
+    epoch = int(diverged.data.tags["linreg.diverged_at_epoch"])
+    assert f"epoch {epoch}" in diverged.data.tags["linreg.failure"]
+    assert points(store, diverged, "loss") == epoch
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["jobs_diverged"] == 1 and parent.data.metrics["jobs_finished"] == 1
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_joblib_on_a_brand_new_store_loses_nothing(tmp_path: Path, attempt: int) -> None:
+    uri = f"sqlite:///{tmp_path / f'new-{attempt}.db'}"
+    lrs = ",".join(str(0.001 * 2**i) for i in range(8))
+    result = run_cli(
+        ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"optimizer.lr={lrs}", *FAST],
+        tmp_path, uri,
+    )
+    assert result.returncode == 0, result.stderr
+    parent, children = sweep_runs(uri)
+    assert len(children) == 8
+    assert all(points(uri, c, k) == 100 for c in children for k in ("loss", "weight", "bias"))
+    assert parent.data.metrics["jobs_finished"] == 8
+
+
+def test_optuna_sweep_logs_trials_and_best_lr(tmp_path: Path, store: str) -> None:
+    result = run_cli(["hparams_search=lr_optuna", "hydra.sweeper.n_trials=6", *FAST],
+                     tmp_path, store)
+    assert result.returncode == 0, result.stderr
+    parent, children = sweep_runs(store)
+    assert len(children) == 6
+    best = min(children, key=lambda c: c.data.metrics["final_loss"])
+    assert parent.data.params["best.optimizer.lr"] == best.data.params["optimizer.lr"]
+    assert parent.data.tags["linreg.sweeper"] == "OptunaSweeper"
+    # a job's reproduce command must not start the search again
+    assert all("hparams_search" not in c.data.tags["linreg.command"] for c in children)
+
+
+def test_submitit_local_jobs_are_children_of_one_parent(tmp_path: Path, store: str) -> None:
+    result = run_cli(
+        ["-m", "hydra/launcher=submitit_local", "optimizer.lr=0.01,0.1", *FAST],
+        tmp_path, store, timeout=400,
+    )
+    assert result.returncode == 0, result.stderr
+    parent, children = sweep_runs(store)
+    assert len(children) == 2 and parent.info.status == "FINISHED"
+    assert all(points(store, c, "loss") == 100 for c in children)
