@@ -36,13 +36,13 @@ def points(uri: str, run: Run, key: str) -> int:
 
 
 def test_grid_gives_one_parent_and_a_child_per_job(tmp_path: Path, store: str) -> None:
-    result = run_cli(["-m", "optimizer.lr=0.01,0.05", "loss=l1,mse", "trainer.epochs=200"],
+    result = run_cli(["-m", "optimizer.lr=0.005,0.02", "loss=l1,mse", "trainer.epochs=200"],
                      tmp_path, store)
     assert result.returncode == 0, result.stderr
     parent, children = sweep_runs(store)
     assert len(children) == 4
     assert {(c.data.params["optimizer.lr"], c.data.params["loss.name"]) for c in children} == {
-        ("0.01", "l1"), ("0.01", "mse"), ("0.05", "l1"), ("0.05", "mse")
+        ("0.005", "l1"), ("0.005", "mse"), ("0.02", "l1"), ("0.02", "mse")
     }
     for child in children:
         assert child.info.status == "FINISHED"
@@ -55,7 +55,7 @@ def test_grid_gives_one_parent_and_a_child_per_job(tmp_path: Path, store: str) -
     assert metrics["best_final_loss"] == best.data.metrics["final_loss"]
     assert parent.data.params["best.optimizer.lr"] == best.data.params["optimizer.lr"]
     assert parent.data.tags["linreg.best_run_id"] == best.info.run_id
-    assert "optimizer.lr=0.01,0.05" in parent.data.tags["linreg.overrides"]
+    assert "optimizer.lr=0.005,0.02" in parent.data.tags["linreg.overrides"]
     client = MlflowClient(store)
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"summary.csv", "sweep.png"} <= names
