@@ -27,7 +27,7 @@ from omegaconf.errors import (
 )
 
 from linreg_exp.errors import LinregError
-from linreg_exp.schema import register_configs
+from linreg_exp.schema import register_configs, validate
 from linreg_exp.signals import exit_code_for, install_handlers
 
 log = logging.getLogger(__name__)
@@ -35,19 +35,21 @@ log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"  # the repo's top-level conf/
 
 register_configs()
+_user_full_error = False  # the user's HYDRA_FULL_ERROR=1: show tracebacks, never fold them
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def hydra_app(cfg: DictConfig) -> float:
     """One job. Returns final_loss, the objective for sweepers such as Optuna."""
     install_handlers()
-    from linreg_exp.experiment import run_experiment  # torch and mlflow: only once a job runs
-
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
+        validate(cfg)  # before importing torch and mlflow: bad input is answered in a second
+        from linreg_exp.experiment import run_experiment
+
         return run_experiment(cfg)
     except LinregError as error:
-        if not multirun:  # one line, no "Error executing job" preamble from Hydra
+        if not multirun and not _user_full_error:  # one line, no "Error executing job" preamble
             print(f"error: {error}", file=sys.stderr)
             raise SystemExit(2) from error
         log.error("job %s rejected: %s", HydraConfig.get().job.num, error)
@@ -90,7 +92,8 @@ def close_open_sweeps(status: str) -> None:
 
 def main() -> None:
     """Run Hydra, reporting errors ourselves (Hydra's raw exceptions come through FULL_ERROR)."""
-    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    global _user_full_error
+    full_error = _user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
     install_handlers()
     code = 0

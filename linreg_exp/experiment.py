@@ -109,7 +109,11 @@ def write_plots(data: Dataset, history: History, ref: Reference, frames: int,
 
 
 def run_experiment(cfg: DictConfig) -> float:
-    """Train and track one job; returns final_loss (inf when it diverged) for sweepers."""
+    """Train and track one job; returns final_loss (inf when it diverged) for sweepers.
+
+    Everything that can reject the config (values, device, tracking store) happens before the
+    MLflow run exists; everything after is inside it, so a failure ends the run FAILED.
+    """
     validate(cfg)
     hydra_cfg = HydraConfig.get()
     device = resolve_device(cfg.device.name)
@@ -120,11 +124,6 @@ def run_experiment(cfg: DictConfig) -> float:
         uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, Path(hydra_cfg.runtime.cwd))
         experiment_id = tracking.open_experiment(uri, cfg.mlflow.experiment_name)
 
-    set_cpu_threads(cfg.data.num_data)
-    data = make_dataset(cast(DataConfig, cfg.data), cfg.seed).to(device)
-    loss_fn = build_loss(cfg.loss).to(device)
-    make_optimizer = instantiate(cfg.optimizer)
-    reference = compute_reference(data, cfg.data, cfg.loss, loss_fn)
     overrides = list(hydra_cfg.overrides.task)
     command = reproduce_command(overrides)
     output_dir = Path(hydra_cfg.runtime.output_dir)
@@ -139,18 +138,20 @@ def run_experiment(cfg: DictConfig) -> float:
     container = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     container["mlflow"]["tracking_uri"] = tracking.mask_uri(uri)
     history = History()
-    client = MlflowClient(uri)
     parent_run_id = sweep.parent_run_id if sweep is not None else None
-    started = time.perf_counter()
     with tracking.tracked_run(uri, experiment_id, cfg.mlflow.run_name, parent_run_id, tags) as run:
-        run_id = run.run_id
         mlflow.log_params(tracking.flatten(container))
         mlflow.log_dict(container, "config.yaml")
+        set_cpu_threads(cfg.data.num_data)
+        data = make_dataset(cast(DataConfig, cfg.data), cfg.seed).to(device)
+        loss_fn = build_loss(cfg.loss).to(device)
+        reference = compute_reference(data, cfg.data, cfg.loss, loss_fn)
+        started = time.perf_counter()
         try:
             fit(
                 data,
                 loss_fn,
-                make_optimizer,
+                instantiate(cfg.optimizer),
                 cfg.trainer.epochs,
                 cfg.trainer.batch_size,
                 cfg.seed,
@@ -160,10 +161,12 @@ def run_experiment(cfg: DictConfig) -> float:
         except KeyboardInterrupt:
             history.stop_reason = StopReason.INTERRUPTED
             raise
-        finally:  # an interrupted run keeps the epochs it computed
-            tracking.log_metrics_batched(client, run_id, tracking.history_metrics(history))
-        train_seconds = time.perf_counter() - started
-        metrics = final_metrics(history, reference, cfg.loss.name) | {"train_seconds": train_seconds}
+        finally:  # an interrupted or failed run keeps the epochs it computed
+            tracking.log_metrics_batched(
+                MlflowClient(uri), run.run_id, tracking.history_metrics(history)
+            )
+        metrics = final_metrics(history, reference, cfg.loss.name)
+        metrics["train_seconds"] = time.perf_counter() - started
         mlflow.log_metrics(metrics)
         mlflow.set_tag("linreg.outcome", history.stop_reason.value)
         if history.stop_reason is StopReason.DIVERGED:
@@ -173,14 +176,12 @@ def run_experiment(cfg: DictConfig) -> float:
             for path in write_plots(data, history, reference, cfg.plots.frames, output_dir):
                 mlflow.log_artifact(str(path))
 
-    _report(cfg, history, reference, metrics, uri, experiment_id, run_id, command, sweep is not None)
-    if history.stop_reason is StopReason.DIVERGED:
-        return math.inf
-    return history.loss[-1]
+    _report(cfg, history, reference, metrics, uri, experiment_id, run.run_id, command, sweep)
+    return math.inf if history.stop_reason is StopReason.DIVERGED else history.loss[-1]
 
 
 def _report(cfg: DictConfig, history: History, ref: Reference, metrics: dict[str, float],
-            uri: str, experiment_id: str, run_id: str, command: str, in_sweep: bool) -> None:
+            uri: str, experiment_id: str, run_id: str, command: str, sweep: object) -> None:
     """A short summary for the console and the job's log file."""
     if history.stop_reason is StopReason.DIVERGED:
         log.warning(
@@ -189,7 +190,7 @@ def _report(cfg: DictConfig, history: History, ref: Reference, metrics: dict[str
         )
         return
     weight, bias = metrics["final_weight"], metrics["final_bias"]
-    if in_sweep:
+    if sweep is not None:
         log.info(
             "job %s: %s -> final_loss=%.6g weight=%.4f bias=%.4f [%s]",
             HydraConfig.get().job.num, command.removeprefix("python -m linreg_exp").strip(),

@@ -17,20 +17,25 @@ import logging
 import math
 import os
 import shlex
+import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from linreg_exp import plots, tracking
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+# mlflow, torch and matplotlib are imported inside the functions that need them: Hydra
+# instantiates this callback for every command, and `--help` or a bad override should not wait.
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +68,26 @@ class MlflowSweepCallback(Callback):
     """Owns the parent run of a multirun."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Hydra turns a callback's exception into a warning and goes on; a sweep whose store
+        or shared config is unusable must stop instead, so errors leave as SystemExit."""
+        from linreg_exp.errors import LinregError
+
+        try:
+            self._open_parent(config)
+        except LinregError as error:
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(2) from error
+        except Exception as error:
+            log.exception("could not open the sweep's MLflow parent run")
+            raise SystemExit(1) from error
+
+    def _open_parent(self, config: DictConfig) -> None:
+        from mlflow.tracking import MlflowClient
+
+        from linreg_exp import tracking
+        from linreg_exp.schema import validate
+
+        validate(config)  # the values every job shares: reject them before any run exists
         uri = tracking.resolve_tracking_uri(config.mlflow.tracking_uri, Path.cwd())
         experiment_id = tracking.open_experiment(uri, config.mlflow.experiment_name)
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
@@ -97,6 +122,10 @@ class MlflowSweepCallback(Callback):
 
 def close_open_sweeps(status: str | None) -> None:
     """Summarise and close every parent run still open (None = status from the jobs' outcome)."""
+    if not _open_sweeps:
+        return
+    from mlflow.tracking import MlflowClient
+
     while _open_sweeps:
         _, info = _open_sweeps.popitem()
         try:
@@ -124,6 +153,11 @@ def _swept_keys(children: list[Run]) -> list[str]:
 
 def finalize_parent(info: SweepInfo, status: str | None) -> str:
     """Log counts, the best job, summary.csv and sweep.png on the parent, then close it."""
+    from mlflow.entities import Metric, Param, RunStatus, RunTag
+    from mlflow.tracking import MlflowClient
+
+    from linreg_exp import plots
+
     client = MlflowClient(info.tracking_uri)
     children = client.search_runs(
         [info.experiment_id],

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 MLFLOW = Path(sys.executable).with_name("mlflow")
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -45,15 +46,41 @@ def stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, grace: 
     if proc.poll() is None:
         with suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
-        try:
+        with suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
     # children (uvicorn workers, postgres backends) may outlive the leader: kill what is left
     with suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     with suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5)
+
+
+class MlflowServer:
+    """A started `mlflow server`; `wait_healthy()` blocks until /health answers."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
+        self.proc, self.url, self.log_path = proc, url, log_path
+        self._healthy = False
+
+    def wait_healthy(self, timeout: float = 90) -> str:
+        deadline = time.monotonic() + timeout
+        while not self._healthy:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"mlflow server exited with {self.proc.returncode}:\n{_tail(self.log_path)}"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                    self._healthy = response.status == 200
+            except (urllib.error.URLError, OSError):
+                pass
+            if not self._healthy:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"mlflow server not healthy after {timeout:.0f} s:\n{_tail(self.log_path)}"
+                    )
+                time.sleep(0.3)
+        return self.url
 
 
 @contextmanager
@@ -63,10 +90,13 @@ def mlflow_server(
     *,
     artifacts_destination: Path | None = None,
     default_artifact_root: Path | None = None,
-    timeout: float = 90,
-) -> Iterator[str]:
-    """`mlflow server --workers 1` on a free loopback port; yields its http:// URL once /health
-    answers. With `artifacts_destination` it proxies artifacts (--serve-artifacts)."""
+    wait: bool = True,
+) -> Iterator[MlflowServer]:
+    """`mlflow server --workers 1` on a free loopback port, killed (its process group) on exit.
+
+    With `artifacts_destination` it proxies artifacts (--serve-artifacts). With `wait=False` it
+    yields at once, so the caller can work while it boots and call `wait_healthy()` later.
+    """
     port = free_port()
     cmd = [
         str(MLFLOW), "server",
@@ -80,30 +110,15 @@ def mlflow_server(
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     # The job runner starts seven huey consumers: CPU this 2-core test machine cannot spare.
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    url = f"http://127.0.0.1:{port}"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"mlflow server exited with {proc.returncode}:\n{_tail(log_path)}"
-                )
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"mlflow server not healthy after {timeout:.0f} s:\n{_tail(log_path)}"
-                )
-            time.sleep(0.3)
-        yield url
+        server = MlflowServer(proc, f"http://127.0.0.1:{port}", log_path)
+        if wait:
+            server.wait_healthy()
+        yield server
     finally:
         stop_group(proc)
 
@@ -117,9 +132,7 @@ class PostgresCluster:
 
     def uri(self, database: str) -> str:
         """The SQLAlchemy URI MLflow takes as a backend store."""
-        return (
-            f"postgresql+psycopg2://{self.user}:{self.password}@127.0.0.1:{self.port}/{database}"
-        )
+        return f"postgresql+psycopg2://{self.user}:{self.password}@127.0.0.1:{self.port}/{database}"
 
     def create_database(self, name: str) -> None:
         """A new database owned by the password user (as the superuser, over the socket)."""
@@ -140,8 +153,10 @@ def postgres_available() -> bool:
     return (PG_BIN / "initdb").exists()
 
 
-def _as_postgres(*cmd: str) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else list(cmd)
+def _as_postgres() -> dict[str, Any]:
+    """Popen arguments that run a command as `postgres` (initdb refuses root); no `runuser`,
+    whose watching parent delays a signalled exit by 2 s."""
+    return {"user": "postgres", "group": "postgres"} if os.geteuid() == 0 else {}
 
 
 @contextmanager
@@ -163,23 +178,24 @@ def postgres_cluster(
         data = root / "data"
         log_path = root / "postgres.log"
         subprocess.run(
-            _as_postgres(
+            [
                 str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres",
                 "--auth-local=trust", "--auth-host=scram-sha-256",
                 "-E", "UTF8", "--locale=C", "--no-sync",
-            ),
-            check=True, capture_output=True, timeout=timeout,
+            ],
+            check=True, capture_output=True, timeout=timeout, cwd=root, **_as_postgres(),
         )  # fmt: skip
         port = free_port()
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                _as_postgres(
+                [
                     str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port),
                     "-k", str(root), "-c", "listen_addresses=127.0.0.1",
                     "-c", "fsync=off", "-c", "synchronous_commit=off",
                     "-c", "full_page_writes=off", "-c", "max_connections=50",
-                ),
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                ],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root,
+                **_as_postgres(),
             )  # fmt: skip
         deadline = time.monotonic() + timeout
         while True:

@@ -1,11 +1,17 @@
 """Runs logged through a real `mlflow server` (SQLite and PostgreSQL backends), read back.
 
 Also: a password in the tracking URI never reaches the console or the run's params and tags.
+
+A tracking server needs ~10-15 s to start (two interpreters importing MLflow, plus migrations),
+so the module starts the servers its selected tests need up front, without waiting for them,
+and runs the server-less test first while they boot.
 """
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,16 +19,82 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import assert_nothing_running, run_cli
-from tests.servers import PostgresCluster, mlflow_server, postgres_available, postgres_cluster
+from tests.servers import (
+    MlflowServer,
+    PostgresCluster,
+    mlflow_server,
+    postgres_available,
+    postgres_cluster,
+)
 
 pytestmark = pytest.mark.slow
 
 SERIES = ("loss", "weight", "bias")
-PG_DATABASE = "mlflow"
+SERVER_DB = "mlflow"  # behind the tracking server
+DIRECT_DB = "direct"  # used as a store without a server
 
 
-def _output(proc) -> str:  # type: ignore[no-untyped-def]
-    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
+@dataclass(frozen=True)
+class SqliteServer:
+    server: MlflowServer
+    store: str
+    artifacts: Path
+
+
+@dataclass(frozen=True)
+class Postgres:
+    cluster: PostgresCluster
+    server: MlflowServer  # on database SERVER_DB
+
+
+@pytest.fixture(scope="module")
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SqliteServer]:
+    """A tracking server on a SQLite file, proxying artifacts; still booting when yielded."""
+    tmp = tmp_path_factory.mktemp("sqlite-server")
+    store = f"sqlite:///{tmp / 'server.db'}"
+    with mlflow_server(
+        store, tmp / "server.log", artifacts_destination=tmp / "artifacts", wait=False
+    ) as server:
+        yield SqliteServer(server, store, tmp / "artifacts")
+
+
+@pytest.fixture(scope="module")
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    """A throw-away cluster with a tracking server on one database (still booting when
+    yielded) and a second database for using PostgreSQL as a store directly."""
+    if not postgres_available():
+        pytest.skip("PostgreSQL 15 is not installed (/usr/lib/postgresql/15/bin/initdb)")
+    tmp = tmp_path_factory.mktemp("pg-server")
+    with postgres_cluster() as cluster:
+        cluster.create_database(SERVER_DB)
+        cluster.create_database(DIRECT_DB)
+        with mlflow_server(
+            cluster.uri(SERVER_DB),
+            tmp / "server.log",
+            artifacts_destination=tmp / "artifacts",
+            wait=False,
+        ) as server:
+            yield Postgres(cluster, server)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _boot_servers_early(request: pytest.FixtureRequest) -> None:
+    """Start, side by side, the servers that the selected tests of this module use."""
+    wanted = {
+        name
+        for item in request.session.items
+        if getattr(item, "module", None) is request.module
+        for name in getattr(item, "fixturenames", ())
+    }
+    if "sqlite_server" in wanted:
+        request.getfixturevalue("sqlite_server")
+    if "pg" in wanted and postgres_available():
+        request.getfixturevalue("pg")
+
+
+def _output(proc: subprocess.CompletedProcess[str]) -> str:
+    out, err = proc.stdout[-4000:], proc.stderr[-4000:]
+    return f"exit {proc.returncode}\n--- stdout\n{out}\n--- stderr\n{err}"
 
 
 def _runs(client: MlflowClient, experiment_name: str) -> list[Run]:
@@ -34,108 +106,95 @@ def _runs(client: MlflowClient, experiment_name: str) -> list[Run]:
 def _assert_full_history(client: MlflowClient, run: Run, epochs: int) -> None:
     for key in SERIES:
         history = client.get_metric_history(run.info.run_id, key)
-        assert sorted(m.step for m in history) == list(range(epochs)), (
-            f"run {run.info.run_id}: {key} has {len(history)} points, expected steps 0..{epochs - 1}"
+        steps = sorted(m.step for m in history)
+        assert steps == list(range(epochs)), (
+            f"run {run.info.run_id}: {key} has {len(steps)} points, expected steps 0..{epochs - 1}"
         )
 
 
-def test_single_run_through_sqlite_tracking_server(tmp_path: Path) -> None:
-    with mlflow_server(
-        f"sqlite:///{tmp_path / 'server.db'}",
-        tmp_path / "server.log",
-        artifacts_destination=tmp_path / "artifacts",
-    ) as url:
-        proc = run_cli(["trainer.epochs=500", "plots.enabled=false"], tmp_path, tracking_uri=url)
-        assert proc.returncode == 0, _output(proc)
-
-        client = MlflowClient(url)
-        (run,) = _runs(client, "linreg")
-        assert run.info.status == "FINISHED"
-        _assert_full_history(client, run, 500)
-        assert run.data.params["trainer.epochs"] == "500"
-        assert "final_loss" in run.data.metrics
-        # the artifact went through the server's proxy into its artifacts destination
-        assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["config.yaml"]
-    assert list((tmp_path / "artifacts").rglob("config.yaml"))
-    assert not (tmp_path / "mlflow.db").exists(), "the run bypassed the server"
-    assert_nothing_running(f"sqlite:///{tmp_path / 'server.db'}")
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresCluster]:
-    if not postgres_available():
-        pytest.skip("PostgreSQL 15 is not installed (/usr/lib/postgresql/15/bin/initdb)")
-    with postgres_cluster() as cluster:
-        cluster.create_database(PG_DATABASE)
-        yield cluster
-
-
-def test_parallel_sweep_through_postgres_tracking_server(pg: PostgresCluster, tmp_path: Path) -> None:
-    with mlflow_server(
-        pg.uri(PG_DATABASE), tmp_path / "server.log", artifacts_destination=tmp_path / "artifacts"
-    ) as url:
-        proc = run_cli(
-            [
-                "-m",
-                "hydra/launcher=joblib",
-                "hydra.launcher.n_jobs=2",
-                "optimizer.lr=0.001,0.01,0.1,0.2",
-                "plots.enabled=false",
-                "trainer.epochs=100",
-            ],
-            tmp_path,
-            tracking_uri=url,
-        )
-        assert proc.returncode == 0, _output(proc)
-
-        client = MlflowClient(url)
-        runs = _runs(client, "linreg")
-        parents = [r for r in runs if r.data.tags.get("linreg.kind") == "sweep"]
-        children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-        assert len(parents) == 1, [r.data.tags for r in runs]
-        assert len(runs) == 5, f"expected 1 parent + 4 children, got {len(runs)} runs"
-        (parent,) = parents
-        assert len(children) == 4
-        assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
-        assert sorted(r.data.params["optimizer.lr"] for r in children) == [
-            "0.001",
-            "0.01",
-            "0.1",
-            "0.2",
-        ]
-        assert all(r.info.status != "RUNNING" for r in runs), [r.info.status for r in runs]
-        assert parent.info.status == "FINISHED"
-        assert parent.data.metrics["jobs_total"] == 4
-        for child in children:
-            assert child.info.status == "FINISHED", child.data.tags
-            _assert_full_history(client, child, 100)
-    assert_nothing_running(pg.uri(PG_DATABASE))
-
-
-def test_password_in_tracking_uri_is_never_shown(pg: PostgresCluster, tmp_path: Path) -> None:
+def test_password_in_tracking_uri_is_never_shown(pg: Postgres, tmp_path: Path) -> None:
     """A run straight into PostgreSQL (no server): the store URI carries the password."""
-    uri = pg.uri(PG_DATABASE)
-    experiment = "linreg-password"
+    cluster = pg.cluster
+    uri = cluster.uri(DIRECT_DB)
     proc = run_cli(
-        [
-            f"mlflow.tracking_uri={uri}",
-            f"mlflow.experiment_name={experiment}",
-            "trainer.epochs=20",
-            "plots.enabled=false",
-        ],
-        tmp_path,
+        [f"mlflow.tracking_uri={uri}", "trainer.epochs=20", "plots.enabled=false"], tmp_path
     )
     assert proc.returncode == 0, _output(proc)
     output = proc.stdout + proc.stderr
-    assert f"{pg.user}:***@" in output, f"no masked URI in the summary:\n{output}"
-    assert pg.password not in output, f"password shown:\n{output}"
+    assert f"{cluster.user}:***@" in output, f"no masked URI in the summary:\n{output}"
 
     client = MlflowClient(uri)
-    (run,) = _runs(client, experiment)
-    assert run.data.params["mlflow.tracking_uri"] == uri.replace(pg.password, "***")
-    leaked = {
-        k: v for k, v in {**run.data.params, **run.data.tags}.items() if pg.password in v
-    }
-    assert not leaked, f"password in params/tags: {leaked}"
+    (run,) = _runs(client, "linreg")
+    assert run.info.status == "FINISHED"
+    assert run.data.params["mlflow.tracking_uri"] == uri.replace(cluster.password, "***")
     config = client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))
-    assert pg.password not in Path(config).read_text()
+    leaks = [f"console: {line.strip()}" for line in output.splitlines() if cluster.password in line]
+    leaks += [
+        f"{kind} {key}={value}"
+        for kind, values in (("param", run.data.params), ("tag", run.data.tags))
+        for key, value in values.items()
+        if cluster.password in value
+    ]
+    if cluster.password in Path(config).read_text():
+        leaks.append("artifact config.yaml")
+    assert not leaks, "the password is shown:\n" + "\n".join(leaks)
+
+
+def test_single_run_through_sqlite_tracking_server(
+    sqlite_server: SqliteServer, tmp_path: Path
+) -> None:
+    url = sqlite_server.server.wait_healthy()
+    proc = run_cli(["trainer.epochs=500", "plots.enabled=false"], tmp_path, tracking_uri=url)
+    assert proc.returncode == 0, _output(proc)
+    assert not (tmp_path / "mlflow.db").exists(), "the run bypassed the server"
+
+    client = MlflowClient(url)
+    (run,) = _runs(client, "linreg")
+    assert run.info.status == "FINISHED"
+    _assert_full_history(client, run, 500)
+    assert run.data.params["trainer.epochs"] == "500"
+    assert "final_loss" in run.data.metrics
+    # the artifact went through the server's proxy into its artifacts destination
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["config.yaml"]
+    assert list(sqlite_server.artifacts.rglob(f"{run.info.run_id}/artifacts/config.yaml"))
+    assert_nothing_running(sqlite_server.store)
+
+
+def test_parallel_sweep_through_postgres_tracking_server(pg: Postgres, tmp_path: Path) -> None:
+    url = pg.server.wait_healthy()
+    proc = run_cli(
+        [
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "optimizer.lr=0.001,0.01,0.1,0.2",
+            "plots.enabled=false",
+            "trainer.epochs=100",
+        ],
+        tmp_path,
+        tracking_uri=url,
+    )
+    assert proc.returncode == 0, _output(proc)
+
+    client = MlflowClient(url)
+    runs = _runs(client, "linreg")
+    parents = [r for r in runs if r.data.tags.get("linreg.kind") == "sweep"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(runs) == 5, f"expected 1 parent + 4 children, got {len(runs)} runs"
+    assert len(parents) == 1, [r.data.tags for r in runs]
+    (parent,) = parents
+    assert len(children) == 4
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    assert sorted(r.data.params["optimizer.lr"] for r in children) == [
+        "0.001",
+        "0.01",
+        "0.1",
+        "0.2",
+    ]
+    assert all(r.info.status != "RUNNING" for r in runs), [r.info.status for r in runs]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["jobs_total"] == 4
+    for child in children:
+        assert child.info.status == "FINISHED", child.data.tags
+        _assert_full_history(client, child, 100)
+    assert_nothing_running(pg.cluster.uri(SERVER_DB))

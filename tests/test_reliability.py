@@ -1,0 +1,256 @@
+"""Bad input is rejected in one line; interruptions and failures leave a consistent store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from linreg_exp.errors import ConfigError
+from linreg_exp.schema import register_configs
+from tests.conftest import CONF_DIR, assert_nothing_running, cli_env, run_cli
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_count(db: Path) -> int:
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as connection:
+        return int(connection.execute("select count(*) from runs").fetchone()[0])
+
+
+BAD_INPUT = [
+    (["optimizer.lrr=0.1"], "optimizer.lrr"),
+    (["loss=l3"], "loss=l3"),
+    (["device=tpu"], "device=tpu"),
+    (["optimizer.lr=abc"], "optimizer.lr=abc"),
+    (["data.num_data=1.5"], "data.num_data=1.5"),
+    (["optimizer.lr=0"], "optimizer.lr=0"),
+    (["optimizer.lr=-0.1"], "optimizer.lr=-0.1"),
+    (["data.noise_std=-1"], "data.noise_std=-1"),
+    (["data.num_data=1"], "data.num_data=1"),
+    (["trainer.epochs=0"], "trainer.epochs=0"),
+    (["data.x_min=10"], "data.x_min=10"),
+    (["trainer.batch_size=0"], "trainer.batch_size=0"),
+    (["trainer.batch_size=1001"], "trainer.batch_size=1001"),
+    (["mlflow.tracking_uri=foo://bar"], "mlflow.tracking_uri=foo://bar"),
+    (["mlflow.tracking_uri=sqlite:////proc/no/such/dir/mlflow.db"], "mlflow.tracking_uri="),
+    (["-m", "optimizer.lr=0.1,0.2", "trainer.epochs=0"], "trainer.epochs=0"),
+]
+if not torch.cuda.is_available():
+    BAD_INPUT.append((["device=cuda"], "device=cuda"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("args", "named"), BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
+def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], named: str) -> None:
+    db = tmp_path / "mlflow.db"
+    result = run_cli(args, tmp_path, f"sqlite:///{db}", timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and named in lines[0]
+    assert run_count(db) == 0
+
+
+@pytest.mark.slow
+def test_unreachable_tracking_server_fails_fast(tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = run_cli([f"mlflow.tracking_uri=http://127.0.0.1:{free_port()}"], tmp_path, timeout=120)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot open the tracking store" in lines[0], result.stderr
+    assert elapsed < 30, elapsed
+
+
+@pytest.mark.slow
+def test_full_error_shows_the_traceback(tmp_path: Path) -> None:
+    result = run_cli(["optimizer.lr=-1"], tmp_path, env=cli_env(HYDRA_FULL_ERROR="1"))
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def wait_for_running(db: Path, process: subprocess.Popen[str], count: int = 1) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        if db.exists():
+            with sqlite3.connect(db) as connection:
+                try:
+                    rows = connection.execute(
+                        "select count(*) from runs where status = 'RUNNING'"
+                    ).fetchone()[0]
+                except sqlite3.OperationalError:  # schema still being created
+                    rows = 0
+            if rows >= count:
+                return
+        time.sleep(0.2)
+    raise AssertionError("no run started")
+
+
+def start_cli(args: list[str], cwd: Path, uri: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "linreg_exp", *args],
+        cwd=cwd, env=cli_env(uri), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_ends_the_run_killed_with_its_metrics(
+    tmp_path: Path, store: str, signum: signal.Signals
+) -> None:
+    db = tmp_path / "mlflow.db"
+    process = start_cli(
+        ["trainer.epochs=100000000", "plots.enabled=false", f"hydra.run.dir={tmp_path / 'r'}"],
+        tmp_path, store,
+    )
+    wait_for_running(db, process)
+    time.sleep(6)  # past set-up (torch.optim's first use imports torch._dynamo): some epochs
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signum, stderr
+    assert "Traceback" not in stderr
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("linreg").experiment_id])
+    assert run.info.status == "KILLED"
+    assert run.data.tags["linreg.outcome"] == "interrupted"
+    steps = [len(client.get_metric_history(run.info.run_id, k)) for k in ("loss", "weight", "bias")]
+    assert steps[0] > 10 and steps[0] == steps[1] == steps[2]
+
+
+@pytest.mark.slow
+def test_sigterm_in_a_sweep_kills_child_and_parent(tmp_path: Path, store: str) -> None:
+    db = tmp_path / "mlflow.db"
+    process = start_cli(
+        ["-m", "optimizer.lr=0.01,0.02", "trainer.epochs=100000000", "plots.enabled=false",
+         f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        tmp_path, store,
+    )
+    wait_for_running(db, process, count=2)  # the parent and the first child
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("linreg").experiment_id])
+    assert {r.info.status for r in runs} == {"KILLED"}
+    assert len(runs) == 2
+
+
+@pytest.mark.slow
+def test_a_failing_job_fails_its_child_and_parent_but_not_the_others(
+    tmp_path: Path, store: str
+) -> None:
+    # NLLLoss cannot take float targets: the job raises inside training
+    result = run_cli(
+        ["-m", "loss._target_=torch.nn.L1Loss,torch.nn.NLLLoss", "trainer.epochs=50",
+         "plots.enabled=false"],
+        tmp_path, store,
+    )
+    assert result.returncode == 1
+    assert "error: RuntimeError" in result.stderr
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("linreg").experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("linreg.kind") == "sweep")
+    children = {r.data.params["loss._target_"]: r for r in runs if r is not parent}
+    assert children["torch.nn.L1Loss"].info.status == "FINISHED"
+    failed = children["torch.nn.NLLLoss"]
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["linreg.outcome"] == "error"
+    assert "RuntimeError" in failed.data.tags["linreg.error"]
+    assert parent.info.status == "FAILED" and parent.data.metrics["jobs_failed"] == 1
+    job_log = (tmp_path / "multirun" / "1" / "linreg_exp.log").read_text()
+    assert "job 1 failed" in job_log and "RuntimeError" in job_log
+
+
+# ---- property: any override values give a FINISHED run, a recorded divergence, or a rejection
+
+
+def run_in_process(overrides: list[str], tmp_path: Path, uri: str) -> float:
+    """The job function under a real Hydra composition, without a subprocess."""
+    from linreg_exp.experiment import run_experiment
+
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[*overrides, f"mlflow.tracking_uri={uri}", "plots.enabled=false"],
+            return_hydra_config=True,
+        )
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(tmp_path)
+        cfg.hydra.runtime.cwd = str(tmp_path)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    return run_experiment(job_cfg)
+
+
+@pytest.fixture(scope="module")
+def property_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    path = tmp_path_factory.mktemp("property")
+    return path, f"sqlite:///{path / 'mlflow.db'}"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lr=st.one_of(st.floats(-1, 1), st.sampled_from([0.0, 1e-4, 0.5, 2.0])),
+    num_data=st.integers(-2, 200),
+    noise_std=st.floats(-1, 3),
+    epochs=st.integers(-1, 15),
+    batch_size=st.one_of(st.none(), st.integers(-1, 250)),
+    loss=st.sampled_from(["l1", "mse", "huber"]),
+)
+def test_property_finished_diverged_or_cleanly_rejected(
+    property_store: tuple[Path, str], lr: float, num_data: int, noise_std: float, epochs: int,
+    batch_size: int | None, loss: str,
+) -> None:
+    path, uri = property_store
+    overrides = [
+        f"optimizer.lr={lr!r}", f"data.num_data={num_data}", f"data.noise_std={noise_std!r}",
+        f"trainer.epochs={epochs}", f"trainer.batch_size={'null' if batch_size is None else batch_size}",
+        f"loss={loss}",
+    ]
+    before = run_count(path / "mlflow.db")
+    try:
+        run_in_process(overrides, path, uri)
+    except (ConfigError, HydraException, OmegaConfBaseException):
+        assert run_count(path / "mlflow.db") == before  # rejected before any run exists
+        return
+    client = MlflowClient(uri)
+    run = client.search_runs(
+        [client.get_experiment_by_name("linreg").experiment_id],
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )[0]
+    points = {k: len(client.get_metric_history(run.info.run_id, k)) for k in ("loss", "weight", "bias")}
+    if run.info.status == "FINISHED":
+        assert points == {"loss": epochs, "weight": epochs, "bias": epochs}
+    else:
+        assert run.info.status == "FAILED" and run.data.tags["linreg.outcome"] == "diverged"
+        epoch = int(run.data.tags["linreg.diverged_at_epoch"])
+        assert points == {"loss": epoch, "weight": epoch, "bias": epoch}
+    assert_nothing_running(uri)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
