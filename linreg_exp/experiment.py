@@ -40,7 +40,7 @@ def reproduce_command(task_overrides: list[str]) -> str:
 
 def build_loss(loss_cfg: DictConfig) -> nn.Module:
     """Instantiate the loss from its `_target_`; `name` is ours, not the constructor's."""
-    spec = OmegaConf.masked_copy(loss_cfg, [k for k in loss_cfg if k != "name"])
+    spec = OmegaConf.masked_copy(loss_cfg, [str(k) for k in loss_cfg if k != "name"])
     return cast(nn.Module, instantiate(spec))
 
 
@@ -54,8 +54,9 @@ class Reference:
     optimum_loss: float | None
 
 
-def compute_reference(data: Dataset, data_cfg: DictConfig, loss_cfg: DictConfig,
-                      loss_fn: nn.Module) -> Reference:
+def compute_reference(
+    data: Dataset, data_cfg: DictConfig, loss_cfg: DictConfig, loss_fn: nn.Module
+) -> Reference:
     x, y = data.x.cpu(), data.y.cpu()
     optimum = closed_form_optimum(loss_cfg.name, x, y)
     optimum_loss = None
@@ -92,8 +93,9 @@ def final_metrics(history: History, ref: Reference, loss_name: str) -> dict[str,
     return values
 
 
-def write_plots(data: Dataset, history: History, ref: Reference, frames: int,
-                out_dir: Path) -> list[Path]:
+def write_plots(
+    data: Dataset, history: History, ref: Reference, frames: int, out_dir: Path
+) -> list[Path]:
     """loss_curve.png, fit.png and training.gif in the job's output dir."""
     if history.epochs_done == 0:
         return []
@@ -180,31 +182,50 @@ def run_experiment(cfg: DictConfig) -> float:
     return math.inf if history.stop_reason is StopReason.DIVERGED else history.loss[-1]
 
 
-def _report(cfg: DictConfig, history: History, ref: Reference, metrics: dict[str, float],
-            uri: str, experiment_id: str, run_id: str, command: str, sweep: object) -> None:
+def _report(
+    cfg: DictConfig,
+    history: History,
+    ref: Reference,
+    metrics: dict[str, float],
+    uri: str,
+    experiment_id: str,
+    run_id: str,
+    command: str,
+    sweep: object,
+) -> None:
     """A short summary for the console and the job's log file."""
     if history.stop_reason is StopReason.DIVERGED:
         log.warning(
             "run %s DIVERGED: loss became non-finite at epoch %s (%s); recorded as FAILED",
-            run_id, history.diverged_at_epoch, command,
+            run_id,
+            history.diverged_at_epoch,
+            command,
         )
         return
     weight, bias = metrics["final_weight"], metrics["final_bias"]
     if sweep is not None:
         log.info(
             "job %s: %s -> final_loss=%.6g weight=%.4f bias=%.4f [%s]",
-            HydraConfig.get().job.num, command.removeprefix("python -m linreg_exp").strip(),
-            metrics["final_loss"], weight, bias, run_id,
+            HydraConfig.get().job.num,
+            command.removeprefix("python -m linreg_exp").strip(),
+            metrics["final_loss"],
+            weight,
+            bias,
+            run_id,
         )
         return
     optimum = ref.optimum or ref.least_squares
     optimum_name = "LAD" if cfg.loss.name == "l1" else "least squares"
     lines = [
         f"final loss {metrics['final_loss']:.6g}"
-        + (f"  (closed-form optimum {ref.optimum_loss:.6g})" if ref.optimum_loss is not None else ""),
-        f"weight {weight:9.5f}   true {ref.true.weight:9.5f}   {optimum_name} {optimum.weight:9.5f}",
-        f"bias   {bias:9.5f}   true {ref.true.bias:9.5f}   {optimum_name} {optimum.bias:9.5f}",
-        f"run    {run_id} in experiment {cfg.mlflow.experiment_name!r} ({tracking.mask_uri(uri)})",
+        + (
+            f"  (closed-form optimum {ref.optimum_loss:.6g})"
+            if ref.optimum_loss is not None
+            else ""
+        ),
+        f"weight {weight:9.5f}  true {ref.true.weight:9.5f}  {optimum_name} {optimum.weight:9.5f}",
+        f"bias   {bias:9.5f}  true {ref.true.bias:9.5f}  {optimum_name} {optimum.bias:9.5f}",
+        f"run    {run_id} in {cfg.mlflow.experiment_name!r} at {tracking.mask_uri(uri)}",
         f"rerun  {command}",
         f"ui     {tracking.ui_command(uri)}   (or: make ui)",
         f"page   {tracking.run_url(uri, experiment_id, run_id)}",

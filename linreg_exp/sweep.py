@@ -22,9 +22,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
@@ -112,7 +110,8 @@ class MlflowSweepCallback(Callback):
         os.environ[SWEEP_FILE_ENV] = str(path)
         _open_sweeps[info.parent_run_id] = info
         log.info(
-            "MLflow parent run %s: %s", info.parent_run_id,
+            "MLflow parent run %s: %s",
+            info.parent_run_id,
             tracking.run_url(uri, experiment_id, info.parent_run_id),
         )
 
@@ -170,8 +169,10 @@ def finalize_parent(info: SweepInfo, status: str | None) -> str:
             client.set_terminated(child.info.run_id, "KILLED")
     outcomes = Counter(_outcome(run) for run in children)
     swept = _swept_keys(children)
-    completed = [r for r in children if _outcome(r) == "completed" and "final_loss" in r.data.metrics]
-    metrics = {
+    completed = [
+        r for r in children if _outcome(r) == "completed" and "final_loss" in r.data.metrics
+    ]
+    metrics: dict[str, float] = {
         "jobs_total": len(children),
         "jobs_finished": outcomes["completed"],
         "jobs_diverged": outcomes["diverged"],
@@ -219,7 +220,11 @@ def finalize_parent(info: SweepInfo, status: str | None) -> str:
     client.set_terminated(parent_id, status)
     log.info(
         "sweep %s %s: %d jobs, %d finished, %d diverged, %d failed%s",
-        parent_id, status, len(children), outcomes["completed"], outcomes["diverged"],
+        parent_id,
+        status,
+        len(children),
+        outcomes["completed"],
+        outcomes["diverged"],
         outcomes["error"],
         f"; best final_loss {metrics['best_final_loss']:.6g}" if completed else "",
     )
@@ -229,16 +234,30 @@ def finalize_parent(info: SweepInfo, status: str | None) -> str:
 def _summary_csv(children: list[Run], swept: list[str]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["run_id", "overrides", *swept, "final_loss", "final_weight", "final_bias",
-                     "status", "outcome"])
+    writer.writerow(
+        [
+            "run_id",
+            "overrides",
+            *swept,
+            "final_loss",
+            "final_weight",
+            "final_bias",
+            "status",
+            "outcome",
+        ]
+    )
     for run in children:
         m = run.data.metrics
-        writer.writerow([
-            run.info.run_id,
-            run.data.tags.get("linreg.overrides", ""),
-            *(run.data.params.get(k, "") for k in swept),
-            m.get("final_loss", ""), m.get("final_weight", ""), m.get("final_bias", ""),
-            run.info.status,
-            _outcome(run),
-        ])
+        writer.writerow(
+            [
+                run.info.run_id,
+                run.data.tags.get("linreg.overrides", ""),
+                *(run.data.params.get(k, "") for k in swept),
+                m.get("final_loss", ""),
+                m.get("final_weight", ""),
+                m.get("final_bias", ""),
+                run.info.status,
+                _outcome(run),
+            ]
+        )
     return out.getvalue()

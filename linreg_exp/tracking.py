@@ -69,7 +69,9 @@ def ui_command(uri: str, port: int = 5000) -> str:
 
 
 def ui_base_url(uri: str, port: int = 5000) -> str:
-    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{port}"
+    return (
+        uri.rstrip("/") if uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{port}"
+    )
 
 
 def run_url(uri: str, experiment_id: str, run_id: str) -> str:

@@ -10,7 +10,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 import torch
 from torch import nn
@@ -22,7 +22,7 @@ from linreg_exp.errors import ConfigError
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 
-class StopReason(str, Enum):
+class StopReason(StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
     DIVERGED = "diverged"
@@ -56,7 +56,7 @@ def _epoch_full_batch(
 ) -> torch.Tensor:
     optimizer.zero_grad(set_to_none=True)
     loss: torch.Tensor = loss_fn(model(x), y)
-    loss.backward()
+    loss.backward()  # type: ignore[no-untyped-call]
     optimizer.step()
     return loss.detach()
 
@@ -99,7 +99,9 @@ def fit(
     history.initial_weight, history.initial_bias = model.weight.item(), model.bias.item()
     epochs_iter: Iterable[int] = range(epochs)
     if progress:
-        epochs_iter = tqdm(epochs_iter, desc="training", unit="epoch", leave=False, mininterval=0.25)
+        epochs_iter = tqdm(
+            epochs_iter, desc="training", unit="epoch", leave=False, mininterval=0.25
+        )
     for epoch in epochs_iter:
         if batch_size is None or batch_size >= data.x.shape[0]:
             loss = _epoch_full_batch(model, loss_fn, optimizer, data.x, data.y)

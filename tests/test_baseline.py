@@ -34,8 +34,13 @@ def test_least_absolute_deviation_matches_linear_programming() -> None:
     cost = np.r_[0.0, 0.0, np.ones(n)]
     upper = np.c_[-xs, -np.ones(n), -np.eye(n)]
     lower = np.c_[xs, np.ones(n), -np.eye(n)]
-    result = linprog(cost, A_ub=np.r_[upper, lower], b_ub=np.r_[-ys, ys],
-                     bounds=[(None, None)] * 2 + [(0, None)] * n, method="highs")
+    result = linprog(
+        cost,
+        A_ub=np.r_[upper, lower],
+        b_ub=np.r_[-ys, ys],
+        bounds=[(None, None)] * 2 + [(0, None)] * n,
+        method="highs",
+    )
     lad = least_absolute_deviation(x, y)
     objective = np.abs(ys - lad.weight * xs - lad.bias).sum()
     assert objective == pytest.approx(result.fun, rel=1e-9)

@@ -51,7 +51,7 @@ def default_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Run, Pat
 
 
 def test_default_run_is_tracked_completely(default_run: tuple[str, Run, Path, str]) -> None:
-    uri, run, cwd, _ = default_run
+    uri, run, _, _ = default_run
     assert run.info.status == "FINISHED"
     params = run.data.params
     assert params["optimizer.lr"] == "0.01"
@@ -107,9 +107,12 @@ def test_default_run_artifacts(default_run: tuple[str, Run, Path, str]) -> None:
 
 
 def test_summary_says_where_to_look(default_run: tuple[str, Run, Path, str]) -> None:
-    uri, run, cwd, output = default_run
+    _, run, cwd, output = default_run
     assert run.info.run_id in output
-    assert f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}" in output
+    assert (
+        f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+        in output
+    )
     assert "mlflow ui --backend-store-uri" in output
     assert "final loss" in output
     assert "run    " in output and "linreg_exp.log" not in output
@@ -132,26 +135,41 @@ def test_mse_matches_least_squares_and_runs_repeat_exactly(tmp_path: Path, store
     assert metrics["final_bias"] == pytest.approx(intercept, abs=1e-3)
     for key in ("loss", "weight", "bias"):
         assert history(store, runs[0].info.run_id, key) == history(store, runs[1].info.run_id, key)
-    assert not [a for a in client.list_artifacts(runs[0].info.run_id) if a.path.endswith((".png", ".gif"))]
+    assert not [
+        a for a in client.list_artifacts(runs[0].info.run_id) if a.path.endswith((".png", ".gif"))
+    ]
 
     # the command tag re-runs to the same numbers
     command = shlex.split(runs[0].data.tags["linreg.command"])
     assert command[:3] == ["python", "-m", "linreg_exp"]
     rerun = subprocess.run(
         [sys.executable, *command[1:], f"hydra.run.dir={tmp_path / 'rerun'}"],
-        cwd=tmp_path, env=cli_env(store), capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env=cli_env(store),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert rerun.returncode == 0, rerun.stderr
-    third = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])[0]
+    third = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])[
+        0
+    ]
     assert history(store, third.info.run_id, "loss") == history(store, runs[0].info.run_id, "loss")
 
 
 def test_help_lists_groups_and_examples(tmp_path: Path) -> None:
     result = run_cli(["--help"], tmp_path)
     assert result.returncode == 0
-    for text in ("loss: huber, l1, mse", "optimizer: adam, sgd", "device: auto, cpu, cuda",
-                 "experiment: tutorial", "hparams_search: lr_optuna", "-m optimizer.lr=",
-                 "hydra/launcher=joblib", "lr: 0.01"):
+    for text in (
+        "loss: huber, l1, mse",
+        "optimizer: adam, sgd",
+        "device: auto, cpu, cuda",
+        "experiment: tutorial",
+        "hparams_search: lr_optuna",
+        "-m optimizer.lr=",
+        "hydra/launcher=joblib",
+        "lr: 0.01",
+    ):
         assert text in result.stdout, text
 
 

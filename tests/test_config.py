@@ -40,7 +40,12 @@ def test_default_config_is_the_tutorial() -> None:
             "true_bias": 3.0,
         },
         "loss": {"name": "l1", "_target_": "torch.nn.L1Loss"},
-        "optimizer": {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.01, "momentum": 0.0},
+        "optimizer": {
+            "_target_": "torch.optim.SGD",
+            "_partial_": True,
+            "lr": 0.01,
+            "momentum": 0.0,
+        },
         "device": {"name": "auto"},
         "seed": 0,
         "trainer": {"epochs": 500, "batch_size": None},

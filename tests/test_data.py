@@ -9,8 +9,9 @@ from linreg_exp.schema import DataConfig
 
 
 def test_formula_matches_an_independent_computation() -> None:
-    cfg = DataConfig(num_data=500, noise_std=0.5, x_min=-3.0, x_max=7.0, true_weight=-1.5,
-                     true_bias=4.0)
+    cfg = DataConfig(
+        num_data=500, noise_std=0.5, x_min=-3.0, x_max=7.0, true_weight=-1.5, true_bias=4.0
+    )
     data = make_dataset(cfg, seed=7)
     generator = torch.Generator().manual_seed(7)
     x = torch.rand(500, 1, generator=generator) * 10.0 - 3.0

@@ -57,8 +57,10 @@ def test_sweep_figure_marks_diverged_jobs(tmp_path: Path) -> None:
     jobs = [
         plots.SweepJob({"optimizer.lr": lr, "loss.name": loss}, final, diverged, [5.0, final])
         for lr, loss, final, diverged in [
-            ("0.01", "l1", 1.6, False), ("0.1", "l1", 1.5, False),
-            ("0.01", "mse", 3.8, False), ("0.5", "mse", float("nan"), True),
+            ("0.01", "l1", 1.6, False),
+            ("0.1", "l1", 1.5, False),
+            ("0.01", "mse", 3.8, False),
+            ("0.5", "mse", float("nan"), True),
         ]
     ]
     figure = plots.sweep_figure(jobs, ["optimizer.lr", "loss.name"])

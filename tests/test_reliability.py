@@ -113,7 +113,11 @@ def wait_for_running(db: Path, process: subprocess.Popen[str], count: int = 1) -
 def start_cli(args: list[str], cwd: Path, uri: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "linreg_exp", *args],
-        cwd=cwd, env=cli_env(uri), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=cwd,
+        env=cli_env(uri),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -125,7 +129,8 @@ def test_signal_ends_the_run_killed_with_its_metrics(
     db = tmp_path / "mlflow.db"
     process = start_cli(
         ["trainer.epochs=100000000", "plots.enabled=false", f"hydra.run.dir={tmp_path / 'r'}"],
-        tmp_path, store,
+        tmp_path,
+        store,
     )
     wait_for_running(db, process)
     time.sleep(6)  # past set-up (torch.optim's first use imports torch._dynamo): some epochs
@@ -145,9 +150,15 @@ def test_signal_ends_the_run_killed_with_its_metrics(
 def test_sigterm_in_a_sweep_kills_child_and_parent(tmp_path: Path, store: str) -> None:
     db = tmp_path / "mlflow.db"
     process = start_cli(
-        ["-m", "optimizer.lr=0.01,0.02", "trainer.epochs=100000000", "plots.enabled=false",
-         f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-        tmp_path, store,
+        [
+            "-m",
+            "optimizer.lr=0.01,0.02",
+            "trainer.epochs=100000000",
+            "plots.enabled=false",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        tmp_path,
+        store,
     )
     wait_for_running(db, process, count=2)  # the parent and the first child
     time.sleep(1.0)
@@ -166,9 +177,14 @@ def test_a_failing_job_fails_its_child_and_parent_but_not_the_others(
 ) -> None:
     # NLLLoss cannot take float targets: the job raises inside training
     result = run_cli(
-        ["-m", "loss._target_=torch.nn.L1Loss,torch.nn.NLLLoss", "trainer.epochs=50",
-         "plots.enabled=false"],
-        tmp_path, store,
+        [
+            "-m",
+            "loss._target_=torch.nn.L1Loss,torch.nn.NLLLoss",
+            "trainer.epochs=50",
+            "plots.enabled=false",
+        ],
+        tmp_path,
+        store,
     )
     assert result.returncode == 1
     assert "error: RuntimeError" in result.stderr
@@ -215,7 +231,9 @@ def property_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]
     return path, f"sqlite:///{path / 'mlflow.db'}"
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     lr=st.one_of(st.floats(-1, 1), st.sampled_from([0.0, 1e-4, 0.5, 2.0])),
     num_data=st.integers(-2, 200),
@@ -225,13 +243,21 @@ def property_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]
     loss=st.sampled_from(["l1", "mse", "huber"]),
 )
 def test_property_finished_diverged_or_cleanly_rejected(
-    property_store: tuple[Path, str], lr: float, num_data: int, noise_std: float, epochs: int,
-    batch_size: int | None, loss: str,
+    property_store: tuple[Path, str],
+    lr: float,
+    num_data: int,
+    noise_std: float,
+    epochs: int,
+    batch_size: int | None,
+    loss: str,
 ) -> None:
     path, uri = property_store
     overrides = [
-        f"optimizer.lr={lr!r}", f"data.num_data={num_data}", f"data.noise_std={noise_std!r}",
-        f"trainer.epochs={epochs}", f"trainer.batch_size={'null' if batch_size is None else batch_size}",
+        f"optimizer.lr={lr!r}",
+        f"data.num_data={num_data}",
+        f"data.noise_std={noise_std!r}",
+        f"trainer.epochs={epochs}",
+        f"trainer.batch_size={'null' if batch_size is None else batch_size}",
         f"loss={loss}",
     ]
     before = run_count(path / "mlflow.db")
@@ -243,9 +269,12 @@ def test_property_finished_diverged_or_cleanly_rejected(
     client = MlflowClient(uri)
     run = client.search_runs(
         [client.get_experiment_by_name("linreg").experiment_id],
-        order_by=["attributes.start_time DESC"], max_results=1,
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
     )[0]
-    points = {k: len(client.get_metric_history(run.info.run_id, k)) for k in ("loss", "weight", "bias")}
+    points = {
+        k: len(client.get_metric_history(run.info.run_id, k)) for k in ("loss", "weight", "bias")
+    }
     if run.info.status == "FINISHED":
         assert points == {"loss": epochs, "weight": epochs, "bias": epochs}
     else:

@@ -36,13 +36,17 @@ def points(uri: str, run: Run, key: str) -> int:
 
 
 def test_grid_gives_one_parent_and_a_child_per_job(tmp_path: Path, store: str) -> None:
-    result = run_cli(["-m", "optimizer.lr=0.005,0.02", "loss=l1,mse", "trainer.epochs=200"],
-                     tmp_path, store)
+    result = run_cli(
+        ["-m", "optimizer.lr=0.005,0.02", "loss=l1,mse", "trainer.epochs=200"], tmp_path, store
+    )
     assert result.returncode == 0, result.stderr
     parent, children = sweep_runs(store)
     assert len(children) == 4
     assert {(c.data.params["optimizer.lr"], c.data.params["loss.name"]) for c in children} == {
-        ("0.005", "l1"), ("0.005", "mse"), ("0.02", "l1"), ("0.02", "mse")
+        ("0.005", "l1"),
+        ("0.005", "mse"),
+        ("0.02", "l1"),
+        ("0.02", "mse"),
     }
     for child in children:
         assert child.info.status == "FINISHED"
@@ -88,7 +92,8 @@ def test_joblib_on_a_brand_new_store_loses_nothing(tmp_path: Path, attempt: int)
     lrs = ",".join(str(0.001 * 2**i) for i in range(8))
     result = run_cli(
         ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"optimizer.lr={lrs}", *FAST],
-        tmp_path, uri,
+        tmp_path,
+        uri,
     )
     assert result.returncode == 0, result.stderr
     parent, children = sweep_runs(uri)
@@ -98,8 +103,9 @@ def test_joblib_on_a_brand_new_store_loses_nothing(tmp_path: Path, attempt: int)
 
 
 def test_optuna_sweep_logs_trials_and_best_lr(tmp_path: Path, store: str) -> None:
-    result = run_cli(["hparams_search=lr_optuna", "hydra.sweeper.n_trials=6", *FAST],
-                     tmp_path, store)
+    result = run_cli(
+        ["hparams_search=lr_optuna", "hydra.sweeper.n_trials=6", *FAST], tmp_path, store
+    )
     assert result.returncode == 0, result.stderr
     parent, children = sweep_runs(store)
     assert len(children) == 6
@@ -113,7 +119,9 @@ def test_optuna_sweep_logs_trials_and_best_lr(tmp_path: Path, store: str) -> Non
 def test_submitit_local_jobs_are_children_of_one_parent(tmp_path: Path, store: str) -> None:
     result = run_cli(
         ["-m", "hydra/launcher=submitit_local", "optimizer.lr=0.01,0.1", *FAST],
-        tmp_path, store, timeout=400,
+        tmp_path,
+        store,
+        timeout=400,
     )
     assert result.returncode == 0, result.stderr
     parent, children = sweep_runs(store)

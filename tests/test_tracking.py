@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import mlflow
@@ -32,7 +33,10 @@ def test_default_store_is_absolute_even_from_a_relative_dir(
 @pytest.mark.parametrize(
     ("uri", "masked"),
     [
-        ("postgresql+psycopg2://me:s3cret@db:5432/mlflow", "postgresql+psycopg2://me:***@db:5432/mlflow"),
+        (
+            "postgresql+psycopg2://me:s3cret@db:5432/mlflow",
+            "postgresql+psycopg2://me:***@db:5432/mlflow",
+        ),
         ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
         ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
     ],
@@ -53,7 +57,7 @@ def test_open_experiment_creates_store_and_artifacts_beside_it(store: str, tmp_p
     "uri", ["foo://bar", "sqlite:////proc/no-such-dir/mlflow.db", "sqlite:////dev/null/mlflow.db"]
 )
 def test_unusable_store_is_one_clear_line(uri: str) -> None:
-    with pytest.raises(TrackingError, match="mlflow.tracking_uri=") as error:
+    with pytest.raises(TrackingError, match=r"mlflow\.tracking_uri=") as error:
         tracking.open_experiment(uri, "linreg")
     assert "\n" not in str(error.value)
 
@@ -77,11 +81,11 @@ def _status(store: str, run_id: str) -> str:
 def test_tracked_run_always_ends(store: str, error: BaseException | None, status: str) -> None:
     experiment_id = tracking.open_experiment(store, "linreg")
     run_id = None
-    with pytest.raises(type(error)) if error else _nothing():  # type: ignore[arg-type]
-        with tracking.tracked_run(store, experiment_id, "t", None, {"k": "v"}) as run:
-            run_id = run.run_id
-            if error:
-                raise error
+    expectation = pytest.raises(type(error)) if error else contextlib.nullcontext()
+    with expectation, tracking.tracked_run(store, experiment_id, "t", None, {"k": "v"}) as run:
+        run_id = run.run_id
+        if error:
+            raise error
     assert run_id is not None
     assert _status(store, run_id) == status
     tags = MlflowClient(store).get_run(run_id).data.tags
@@ -96,7 +100,9 @@ def test_tracked_run_records_a_failure_without_raising(store: str) -> None:
     with tracking.tracked_run(store, experiment_id, None, None, {}) as run:
         run.failure = "diverged at epoch 3"
     assert _status(store, run.run_id) == "FAILED"
-    assert MlflowClient(store).get_run(run.run_id).data.tags["linreg.failure"] == "diverged at epoch 3"
+    assert (
+        MlflowClient(store).get_run(run.run_id).data.tags["linreg.failure"] == "diverged at epoch 3"
+    )
 
 
 def test_batched_metrics_are_all_stored(store: str) -> None:
@@ -108,11 +114,3 @@ def test_batched_metrics_are_all_stored(store: str) -> None:
     client.set_terminated(run_id)
     assert [m.step for m in client.get_metric_history(run_id, "a")] == list(range(1200))
     assert len(client.get_metric_history(run_id, "b")) == 1200
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *args: object) -> None:
-        return None

@@ -18,8 +18,13 @@ from linreg_exp.train import History, StopReason, fit, resolve_device
 SGD = functools.partial(torch.optim.SGD, lr=0.01)
 
 
-def train(loss: nn.Module, epochs: int = 500, batch_size: int | None = None,
-          optimizer=SGD, data_cfg: DataConfig | None = None) -> History:  # noqa: ANN001
+def train(
+    loss: nn.Module,
+    epochs: int = 500,
+    batch_size: int | None = None,
+    optimizer=SGD,
+    data_cfg: DataConfig | None = None,
+) -> History:
     data = make_dataset(data_cfg or DataConfig(), seed=0)
     return fit(data, loss, optimizer, epochs, batch_size, seed=0, history=History())
 
