@@ -35,7 +35,7 @@ _SWEEP_ONLY_OVERRIDES = ("hparams_search=",)
 def reproduce_command(task_overrides: list[str]) -> str:
     """The command line that re-runs exactly this job (sweep selectors dropped)."""
     kept = [o for o in task_overrides if not o.startswith(_SWEEP_ONLY_OVERRIDES)]
-    return shlex.join(["python", "-m", "linreg_exp", *(tracking.mask_uri(o) for o in kept)])
+    return shlex.join(["python", "-m", "linreg_exp", *(tracking.mask_override(o) for o in kept)])
 
 
 def build_loss(loss_cfg: DictConfig) -> nn.Module:
@@ -131,7 +131,7 @@ def run_experiment(cfg: DictConfig) -> float:
     output_dir = Path(hydra_cfg.runtime.output_dir)
     tags = {
         "linreg.command": command,
-        "linreg.overrides": " ".join(tracking.mask_uri(o) for o in overrides),
+        "linreg.overrides": " ".join(tracking.mask_override(o) for o in overrides),
         "linreg.device": str(device),
         "linreg.hydra_output_dir": str(output_dir),
     }

@@ -90,7 +90,7 @@ class MlflowSweepCallback(Callback):
         experiment_id = tracking.open_experiment(uri, config.mlflow.experiment_name)
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        overrides = [tracking.mask_uri(o) for o in config.hydra.overrides.task]
+        overrides = [tracking.mask_override(o) for o in config.hydra.overrides.task]
         client = MlflowClient(uri)
         parent = client.create_run(
             experiment_id,

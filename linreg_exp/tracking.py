@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -52,8 +51,14 @@ def mask_uri(uri: str) -> str:
     parts = urlsplit(uri)
     if parts.password is None:
         return uri
-    netloc = re.sub(r":[^:@]*@", ":***@", parts.netloc, count=1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def mask_override(override: str) -> str:
+    """`mlflow.tracking_uri=postgresql://u:secret@h/db` -> the same with the password hidden."""
+    key, sep, value = override.partition("=")
+    return f"{key}{sep}{mask_uri(value)}" if sep else override
 
 
 def sqlite_path(uri: str) -> Path | None:

@@ -43,6 +43,11 @@ def test_default_store_is_absolute_even_from_a_relative_dir(
 )
 def test_mask_uri(uri: str, masked: str) -> None:
     assert tracking.mask_uri(uri) == masked
+    assert tracking.mask_override(f"mlflow.tracking_uri={uri}") == f"mlflow.tracking_uri={masked}"
+
+
+def test_mask_uri_with_a_colon_in_the_password() -> None:
+    assert tracking.mask_uri("postgresql://u:pa:ss@h:1/d") == "postgresql://u:***@h:1/d"
 
 
 def test_open_experiment_creates_store_and_artifacts_beside_it(store: str, tmp_path: Path) -> None:
