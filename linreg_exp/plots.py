@@ -158,13 +158,27 @@ def _as_float(value: str) -> float | None:
         return None
 
 
+def _distinct_keys(jobs: Sequence[SweepJob], keys: Sequence[str]) -> list[str]:
+    """Drop keys that split the jobs exactly as an earlier key does (loss.name, loss._target_)."""
+    kept, seen = [], set()
+    for key in keys:
+        groups: dict[str, set[int]] = {}
+        for index, job in enumerate(jobs):
+            groups.setdefault(str(job.params.get(key)), set()).add(index)
+        partition = frozenset(frozenset(g) for g in groups.values())
+        if partition not in seen:
+            seen.add(partition)
+            kept.append(key)
+    return kept
+
+
 def sweep_figure(jobs: Sequence[SweepJob], swept: Sequence[str]) -> Figure:
     """Final loss against the swept parameter, one line per other choice; all loss curves."""
     fig = Figure(figsize=(11, 4.2), dpi=100)
     ax_final, ax_curves = fig.subplots(1, 2)
     numeric = [k for k in swept if all(_as_float(j.params.get(k, "")) is not None for j in jobs)]
     x_key = "optimizer.lr" if "optimizer.lr" in numeric else (numeric[0] if numeric else None)
-    others = [k for k in swept if k != x_key]
+    others = _distinct_keys(jobs, [k for k in swept if k != x_key])
     groups: dict[str, list[SweepJob]] = {}
     for job in jobs:
         label = ", ".join(f"{k}={job.params.get(k)}" for k in others) or "all jobs"
