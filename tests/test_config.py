@@ -145,3 +145,10 @@ def test_validate_names_key_and_value(overrides: list[str], key: str) -> None:
     with pytest.raises(ConfigError, match=rf"^{key}=") as error:
         validate(make(*overrides))
     assert "\n" not in str(error.value)
+
+
+def test_slurm_launcher_config() -> None:
+    cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert cfg.hydra.launcher.cpus_per_task == 1
+    assert cfg.hydra.launcher.timeout_min == 30
