@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from linreg_exp import plots, tracking
+from linreg_exp import tracking
 from linreg_exp.baseline import LinearParams, closed_form_optimum, least_squares
 from linreg_exp.data import Dataset, make_dataset
 from linreg_exp.schema import DataConfig, validate
@@ -97,10 +97,12 @@ def write_plots(
     data: Dataset, history: History, ref: Reference, frames: int, out_dir: Path
 ) -> list[Path]:
     """loss_curve.png, fit.png and training.gif in the job's output dir."""
+    from linreg_exp import plots  # matplotlib costs ~0.5 s to import: only when plots are on
+
     if history.epochs_done == 0:
         return []
     learned = LinearParams(history.weight[-1], history.bias[-1])
-    lines = plots.FitLines(true=ref.true, learned=learned, optimum=ref.optimum or ref.least_squares)
+    lines = plots.FitLines(ref.true, learned, ref.optimum or ref.least_squares)
     gif = out_dir / "training.gif"
     gif.write_bytes(plots.training_gif(data.x, data.y, history, frames))
     return [
