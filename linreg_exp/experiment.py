@@ -172,7 +172,9 @@ def run_experiment(cfg: DictConfig) -> float:
         metrics = final_metrics(history, reference, cfg.loss.name)
         metrics["train_seconds"] = time.perf_counter() - started
         mlflow.log_metrics(metrics)
-        mlflow.set_tag("linreg.outcome", history.stop_reason.value)
+        mlflow.set_tags(
+            {"linreg.outcome": history.stop_reason.value, "linreg.train_step": history.step}
+        )
         if history.stop_reason is StopReason.DIVERGED:
             mlflow.set_tag("linreg.diverged_at_epoch", str(history.diverged_at_epoch))
             run.failure = f"diverged: loss became non-finite at epoch {history.diverged_at_epoch}"

@@ -33,6 +33,7 @@ class StopReason(StrEnum):
 class History:
     """Per-epoch loss (before the step) and weight/bias (after it), and why training stopped."""
 
+    step: str = "autograd"  # or "fused": how gradients were computed (see fused_step_for)
     loss: list[float] = field(default_factory=list)
     weight: list[float] = field(default_factory=list)
     bias: list[float] = field(default_factory=list)
@@ -59,6 +60,56 @@ def _epoch_full_batch(
     loss.backward()  # type: ignore[no-untyped-call]
     optimizer.step()
     return loss.detach()
+
+
+FUSED_MIN_POINTS = 200_000  # from here on autograd's extra passes over memory dominate an epoch
+
+
+class FusedLinearStep:
+    """Full-batch loss and gradients of w·x + b in closed form, for L1 and MSE (mean).
+
+    Autograd needs ~10 passes over the data per epoch for nn.Linear + loss + backward; this
+    needs 5-6 and no temporaries beyond the residual, so large runs go ~2x faster. The update
+    itself stays with the configured torch.optim optimizer, so every optimizer works.
+    """
+
+    def __init__(self, model: nn.Linear, squared: bool, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.model, self.squared = model, squared
+        self.x, self.neg_y = x.reshape(-1), -y.reshape(-1)
+        self.count = self.x.numel()
+
+    @torch.no_grad()
+    def __call__(self, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        weight, bias = self.model.weight, self.model.bias
+        residual = torch.addcmul(self.neg_y, self.x, weight.reshape(())).add_(bias)
+        if self.squared:
+            loss = torch.dot(residual, residual) / self.count
+            grad_weight = 2 * torch.dot(residual, self.x) / self.count
+            grad_bias = 2 * residual.sum() / self.count
+        else:
+            sign = residual.sign()
+            loss = torch.dot(sign, residual) / self.count  # |r| = sign(r)·r
+            grad_weight = torch.dot(sign, self.x) / self.count
+            grad_bias = sign.sum() / self.count
+        weight.grad = grad_weight.reshape(1, 1)
+        bias.grad = grad_bias.reshape(1)
+        optimizer.step()
+        return loss
+
+
+def fused_step_for(
+    model: nn.Linear, loss_fn: nn.Module, data: Dataset, batch_size: int | None
+) -> FusedLinearStep | None:
+    """The fused step where it pays (large full-batch L1/MSE runs), else None for autograd.
+
+    Small runs keep autograd: it is as fast there, and it reproduces the tutorial bit for bit.
+    """
+    full_batch = batch_size is None or batch_size >= data.x.shape[0]
+    if not full_batch or data.x.shape[0] < FUSED_MIN_POINTS:
+        return None
+    if type(loss_fn) not in (nn.L1Loss, nn.MSELoss) or loss_fn.reduction != "mean":
+        return None
+    return FusedLinearStep(model, isinstance(loss_fn, nn.MSELoss), data.x, data.y)
 
 
 def _epoch_mini_batch(
@@ -97,13 +148,17 @@ def fit(
     optimizer = make_optimizer(model.parameters())
     shuffle = torch.Generator().manual_seed(seed + 1)
     history.initial_weight, history.initial_bias = model.weight.item(), model.bias.item()
+    fused = fused_step_for(model, loss_fn, data, batch_size)
+    history.step = "autograd" if fused is None else "fused"
     epochs_iter: Iterable[int] = range(epochs)
     if progress:
         epochs_iter = tqdm(
             epochs_iter, desc="training", unit="epoch", leave=False, mininterval=0.25
         )
     for epoch in epochs_iter:
-        if batch_size is None or batch_size >= data.x.shape[0]:
+        if fused is not None:
+            loss = fused(optimizer)
+        elif batch_size is None or batch_size >= data.x.shape[0]:
             loss = _epoch_full_batch(model, loss_fn, optimizer, data.x, data.y)
         else:
             loss = _epoch_mini_batch(model, loss_fn, optimizer, data, batch_size, shuffle)

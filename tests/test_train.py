@@ -13,7 +13,7 @@ from linreg_exp.baseline import least_squares
 from linreg_exp.data import make_dataset
 from linreg_exp.errors import ConfigError
 from linreg_exp.schema import DataConfig
-from linreg_exp.train import History, StopReason, fit, resolve_device
+from linreg_exp.train import FUSED_MIN_POINTS, History, StopReason, fit, resolve_device
 
 SGD = functools.partial(torch.optim.SGD, lr=0.01)
 
@@ -104,3 +104,30 @@ def test_cuda_without_cuda_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match="device=cuda"):
         resolve_device("cuda")
     assert resolve_device("auto").type in ("cpu", "mps")
+
+
+@pytest.mark.parametrize("loss", [nn.L1Loss(), nn.MSELoss()])
+def test_fused_step_follows_autograd(loss: nn.Module) -> None:
+    data_cfg = DataConfig(num_data=FUSED_MIN_POINTS)
+    fused = train(loss, epochs=40, data_cfg=data_cfg)
+    assert fused.step == "fused"
+    data = make_dataset(data_cfg, seed=0)
+    torch.manual_seed(0)
+    model = nn.Linear(1, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    for epoch in range(40):
+        optimizer.zero_grad()
+        value = loss(model(data.x), data.y)
+        value.backward()
+        optimizer.step()
+        assert fused.loss[epoch] == pytest.approx(value.item(), rel=1e-4)
+        assert fused.weight[epoch] == pytest.approx(model.weight.item(), rel=1e-4, abs=1e-6)
+        assert fused.bias[epoch] == pytest.approx(model.bias.item(), rel=1e-4, abs=1e-6)
+
+
+def test_autograd_where_fusing_does_not_pay_or_apply() -> None:
+    big = DataConfig(num_data=FUSED_MIN_POINTS)
+    assert train(nn.L1Loss(), epochs=2).step == "autograd"  # small: the tutorial, bit for bit
+    assert train(nn.HuberLoss(), epochs=2, data_cfg=big).step == "autograd"
+    assert train(nn.MSELoss(), epochs=2, batch_size=1024, data_cfg=big).step == "autograd"
+    assert train(nn.MSELoss(reduction="sum"), epochs=2, data_cfg=big).step == "autograd"
