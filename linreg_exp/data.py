@@ -22,6 +22,6 @@ def make_dataset(cfg: DataConfig, seed: int) -> Dataset:
     """Generate on the CPU from its own generator, so the data is the same on every device."""
     generator = torch.Generator().manual_seed(seed)
     x = torch.rand(cfg.num_data, 1, generator=generator) * (cfg.x_max - cfg.x_min) + cfg.x_min
-    noise = torch.randn(cfg.num_data, 1, generator=generator) * cfg.noise_std
-    y = cfg.true_weight * (x + noise) + cfg.true_bias
+    noise = torch.randn(cfg.num_data, 1, generator=generator).mul_(cfg.noise_std)
+    y = noise.add_(x).mul_(cfg.true_weight).add_(cfg.true_bias)  # in place: 8 bytes a point
     return Dataset(x, y)

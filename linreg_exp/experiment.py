@@ -219,7 +219,7 @@ def _report(
         )
         return
     optimum = ref.optimum or ref.least_squares
-    optimum_name = "LAD" if cfg.loss.name == "l1" else "least squares"
+    optimum_name = "LAD" if cfg.loss.name == "l1" and ref.optimum is not None else "least squares"
     lines = [
         f"final loss {metrics['final_loss']:.6g}"
         + (
