@@ -50,8 +50,8 @@ system-deps:
 	fi
 
 lint: install-dev
-	$(BIN)/ruff check linreg_exp tests benchmarks
-	$(BIN)/ruff format --check linreg_exp tests benchmarks
+	$(BIN)/ruff check linreg_exp tests benchmarks docs
+	$(BIN)/ruff format --check linreg_exp tests benchmarks docs
 	$(BIN)/mypy
 
 ## bench: framework overhead against the bare tutorial script (writes benchmarks/results.md)
