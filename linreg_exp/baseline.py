@@ -8,18 +8,13 @@ search on w finds it to machine precision.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
+from linreg_exp.history import LinearParams
+
 LAD_MAX_POINTS = 1_000_000  # above this the exact search costs seconds (21 s at 1e7 points)
 _GOLDEN = (math.sqrt(5) - 1) / 2
-
-
-@dataclass(frozen=True)
-class LinearParams:
-    weight: float
-    bias: float
 
 
 def least_squares(x: torch.Tensor, y: torch.Tensor) -> LinearParams:

@@ -26,7 +26,9 @@ from omegaconf.errors import (
     ValidationError,
 )
 
+from linreg_exp import companion
 from linreg_exp.errors import LinregError
+from linreg_exp.recorder import open_recorder
 from linreg_exp.schema import register_configs, validate
 from linreg_exp.signals import exit_code_for, install_handlers
 
@@ -45,9 +47,12 @@ def hydra_app(cfg: DictConfig) -> float:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         validate(cfg)  # before importing torch and mlflow: bad input is answered in a second
-        from linreg_exp.experiment import run_experiment
+        if multirun:  # sweep jobs record in-process: the sweep opened the store already
+            companion.discard_prestarted()
+        recorder = open_recorder(cfg)  # a single run takes the companion started in main()
+        from linreg_exp.experiment import run_experiment  # torch: ~3 s, beside the companion
 
-        return run_experiment(cfg)
+        return run_experiment(cfg, recorder)
     except LinregError as error:
         if not multirun and not _user_full_error:  # one line, no "Error executing job" preamble
             print(f"error: {error}", file=sys.stderr)
@@ -96,6 +101,8 @@ def main() -> None:
     full_error = _user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
     install_handlers()
+    if companion.may_run_a_single_job(sys.argv[1:]):
+        companion.prestart()  # MLflow's imports start now, beside Hydra's and torch's
     code = 0
     try:
         hydra_app()
@@ -123,5 +130,6 @@ def main() -> None:
         print("(set HYDRA_FULL_ERROR=1 for the complete stack trace)", file=sys.stderr)
         code = 1
     finally:
+        companion.discard_prestarted()  # unused: a sweep, --help, or an error before the run
         close_open_sweeps("FAILED")
     sys.exit(code)

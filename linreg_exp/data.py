@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from linreg_exp.schema import DataConfig
@@ -16,6 +17,11 @@ class Dataset:
 
     def to(self, device: torch.device) -> Dataset:
         return Dataset(self.x.to(device), self.y.to(device))
+
+    def sample(self, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every k-th point as flat numpy arrays, at most about `max_points`: enough to draw."""
+        step = max(1, self.x.shape[0] // max_points)
+        return self.x[::step].flatten().cpu().numpy(), self.y[::step].flatten().cpu().numpy()
 
 
 def make_dataset(cfg: DataConfig, seed: int) -> Dataset:

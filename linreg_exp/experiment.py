@@ -1,4 +1,7 @@
-"""One job, end to end: config -> data -> training -> History -> MLflow run and pictures."""
+"""One job, end to end: config -> data -> training -> History -> the Recorder (MLflow, pictures).
+
+Nothing here imports MLflow: the recorder owns the run, in this process or in a companion.
+"""
 
 from __future__ import annotations
 
@@ -11,20 +14,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-import mlflow
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from linreg_exp import tracking
-from linreg_exp.baseline import LinearParams, closed_form_optimum, least_squares
+from linreg_exp import uris
+from linreg_exp.baseline import closed_form_optimum, least_squares
 from linreg_exp.data import Dataset, make_dataset
+from linreg_exp.history import History, LinearParams, StopReason
+from linreg_exp.recorder import (
+    FAILED,
+    FINISHED,
+    KILLED,
+    PICTURE_POINTS,
+    TAG_ERROR,
+    TAG_FAILURE,
+    TAG_OUTCOME,
+    Outcome,
+    Pictures,
+    Recorder,
+    RunStart,
+    open_recorder,
+)
 from linreg_exp.schema import DataConfig, validate
-from linreg_exp.sweep import current_sweep
-from linreg_exp.train import History, StopReason, fit, resolve_device, set_cpu_threads
+from linreg_exp.train import fit, load_optimizer, resolve_device, set_cpu_threads
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +51,7 @@ _SWEEP_ONLY_OVERRIDES = ("hparams_search=",)
 def reproduce_command(task_overrides: list[str]) -> str:
     """The command line that re-runs exactly this job (sweep selectors dropped)."""
     kept = [o for o in task_overrides if not o.startswith(_SWEEP_ONLY_OVERRIDES)]
-    return shlex.join(["python", "-m", "linreg_exp", *(tracking.mask_override(o) for o in kept)])
+    return shlex.join(["python", "-m", "linreg_exp", *(uris.mask_override(o) for o in kept)])
 
 
 def build_loss(loss_cfg: DictConfig) -> nn.Module:
@@ -93,96 +109,89 @@ def final_metrics(history: History, ref: Reference, loss_name: str) -> dict[str,
     return values
 
 
-def write_plots(
-    data: Dataset, history: History, ref: Reference, frames: int, out_dir: Path
-) -> list[Path]:
-    """loss_curve.png, fit.png and training.gif in the job's output dir."""
-    from linreg_exp import plots  # matplotlib costs ~0.5 s to import: only when plots are on
-
-    if history.epochs_done == 0:
-        return []
-    learned = LinearParams(history.weight[-1], history.bias[-1])
-    lines = plots.FitLines(ref.true, learned, ref.optimum or ref.least_squares)
-    gif = out_dir / "training.gif"
-    gif.write_bytes(plots.training_gif(data.x, data.y, history, frames))
-    return [
-        plots.save_figure(plots.loss_curve(history, ref.optimum_loss), out_dir / "loss_curve.png"),
-        plots.save_figure(plots.fit_figure(data.x, data.y, lines), out_dir / "fit.png"),
-        gif,
-    ]
-
-
-def run_experiment(cfg: DictConfig) -> float:
+def run_experiment(cfg: DictConfig, recorder: Recorder | None = None) -> float:
     """Train and track one job; returns final_loss (inf when it diverged) for sweepers.
 
     Everything that can reject the config (values, device, tracking store) happens before the
-    MLflow run exists; everything after is inside it, so a failure ends the run FAILED.
+    MLflow run exists; once it exists, every way out of here ends it with a status.
     """
     validate(cfg)
-    hydra_cfg = HydraConfig.get()
-    device = resolve_device(cfg.device.name)
-    sweep = current_sweep()
-    if sweep is not None:
-        uri, experiment_id = sweep.tracking_uri, sweep.experiment_id
-    else:
-        uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, Path(hydra_cfg.runtime.cwd))
-        experiment_id = tracking.open_experiment(uri, cfg.mlflow.experiment_name)
+    recorder = recorder or open_recorder(cfg)
+    try:
+        return _run(cfg, recorder)
+    finally:
+        recorder.close()
 
+
+def _run(cfg: DictConfig, recorder: Recorder) -> float:
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    device = resolve_device(cfg.device.name)
+    uri = recorder.target.tracking_uri
     overrides = list(hydra_cfg.overrides.task)
     command = reproduce_command(overrides)
     output_dir = Path(hydra_cfg.runtime.output_dir)
     tags = {
         "linreg.command": command,
-        "linreg.overrides": " ".join(tracking.mask_override(o) for o in overrides),
+        "linreg.overrides": " ".join(uris.mask_override(o) for o in overrides),
         "linreg.device": str(device),
         "linreg.hydra_output_dir": str(output_dir),
     }
-    if sweep is not None:
+    if multirun:
         tags["linreg.job_num"] = str(hydra_cfg.job.num)
     container = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
-    container["mlflow"]["tracking_uri"] = tracking.mask_uri(uri)
+    container["mlflow"]["tracking_uri"] = uris.mask_uri(uri)
+
+    set_cpu_threads(cfg.data.num_data)
+    loss_fn = build_loss(cfg.loss).to(device)
+    make_optimizer = instantiate(cfg.optimizer)
+    load_optimizer(make_optimizer)
+    recorder.start(RunStart(tags, container))  # returns once the store is open: else raises
+
     history = History()
-    parent_run_id = sweep.parent_run_id if sweep is not None else None
-    with tracking.tracked_run(uri, experiment_id, cfg.mlflow.run_name, parent_run_id, tags) as run:
-        mlflow.log_params(tracking.flatten(container))
-        mlflow.log_dict(container, "config.yaml")
-        set_cpu_threads(cfg.data.num_data)
+    try:  # from here on an error is recorded on the run: FAILED, with the error as a tag
         data = make_dataset(cast(DataConfig, cfg.data), cfg.seed).to(device)
-        loss_fn = build_loss(cfg.loss).to(device)
         reference = compute_reference(data, cfg.data, cfg.loss, loss_fn)
         started = time.perf_counter()
-        try:
-            fit(
-                data,
-                loss_fn,
-                instantiate(cfg.optimizer),
-                cfg.trainer.epochs,
-                cfg.trainer.batch_size,
-                cfg.seed,
-                history,
-                progress=sys.stderr.isatty(),
-            )
-        except KeyboardInterrupt:
-            history.stop_reason = StopReason.INTERRUPTED
-            raise
-        finally:  # an interrupted or failed run keeps the epochs it computed
-            tracking.log_metrics_batched(
-                MlflowClient(uri), run.run_id, tracking.history_metrics(history)
-            )
-        metrics = final_metrics(history, reference, cfg.loss.name)
-        metrics["train_seconds"] = time.perf_counter() - started
-        mlflow.log_metrics(metrics)
-        mlflow.set_tags(
-            {"linreg.outcome": history.stop_reason.value, "linreg.train_step": history.step}
+        fit(
+            data,
+            loss_fn,
+            make_optimizer,
+            cfg.trainer.epochs,
+            cfg.trainer.batch_size,
+            cfg.seed,
+            history,
+            progress=sys.stderr.isatty(),
         )
-        if history.stop_reason is StopReason.DIVERGED:
-            mlflow.set_tag("linreg.diverged_at_epoch", str(history.diverged_at_epoch))
-            run.failure = f"diverged: loss became non-finite at epoch {history.diverged_at_epoch}"
-        if cfg.plots.enabled:
-            for path in write_plots(data, history, reference, cfg.plots.frames, output_dir):
-                mlflow.log_artifact(str(path))
+    except KeyboardInterrupt:  # an interrupted or failed run keeps the epochs it computed
+        history.stop_reason = StopReason.INTERRUPTED
+        recorder.finish(Outcome(KILLED, history, tags={TAG_OUTCOME: "interrupted"}))
+        raise
+    except Exception as error:
+        reason = f"{type(error).__name__}: {error}"[:5000]
+        recorder.finish(Outcome(FAILED, history, tags={TAG_OUTCOME: "error", TAG_ERROR: reason}))
+        raise
 
-    _report(cfg, history, reference, metrics, uri, experiment_id, run.run_id, command, sweep)
+    metrics = final_metrics(history, reference, cfg.loss.name)
+    metrics["train_seconds"] = time.perf_counter() - started
+    outcome_tags = {TAG_OUTCOME: history.stop_reason.value, "linreg.train_step": history.step}
+    status = FINISHED
+    if history.stop_reason is StopReason.DIVERGED:
+        status = FAILED
+        outcome_tags["linreg.diverged_at_epoch"] = str(history.diverged_at_epoch)
+        outcome_tags[TAG_FAILURE] = (
+            f"diverged: loss became non-finite at epoch {history.diverged_at_epoch}"
+        )
+    pictures = None
+    if cfg.plots.enabled:
+        x, y = data.sample(PICTURE_POINTS)
+        optimum = reference.optimum or reference.least_squares
+        pictures = Pictures(
+            x, y, reference.true, optimum, reference.optimum_loss, cfg.plots.frames, output_dir
+        )
+    run = recorder.finish(Outcome(status, history, metrics, outcome_tags, pictures))
+
+    _report(cfg, history, reference, metrics, uri, run.experiment_id, run.run_id, command, multirun)
     return math.inf if history.stop_reason is StopReason.DIVERGED else history.loss[-1]
 
 
@@ -195,7 +204,7 @@ def _report(
     experiment_id: str,
     run_id: str,
     command: str,
-    sweep: object,
+    multirun: bool,
 ) -> None:
     """A short summary for the console and the job's log file."""
     if history.stop_reason is StopReason.DIVERGED:
@@ -207,7 +216,7 @@ def _report(
         )
         return
     weight, bias = metrics["final_weight"], metrics["final_bias"]
-    if sweep is not None:
+    if multirun:
         log.info(
             "job %s: %s -> final_loss=%.6g weight=%.4f bias=%.4f [%s]",
             HydraConfig.get().job.num,
@@ -229,9 +238,9 @@ def _report(
         ),
         f"weight {weight:9.5f}  true {ref.true.weight:9.5f}  {optimum_name} {optimum.weight:9.5f}",
         f"bias   {bias:9.5f}  true {ref.true.bias:9.5f}  {optimum_name} {optimum.bias:9.5f}",
-        f"run    {run_id} in {cfg.mlflow.experiment_name!r} at {tracking.mask_uri(uri)}",
+        f"run    {run_id} in {cfg.mlflow.experiment_name!r} at {uris.mask_uri(uri)}",
         f"rerun  {command}",
-        f"ui     {tracking.ui_command(uri)}   (or: make ui)",
-        f"page   {tracking.run_url(uri, experiment_id, run_id)}",
+        f"ui     {uris.ui_command(uri)}   (or: make ui)",
+        f"page   {uris.run_url(uri, experiment_id, run_id)}",
     ]
     log.info("linreg_exp: %d epochs done\n  %s", history.epochs_done, "\n  ".join(lines))

@@ -1,5 +1,8 @@
 """Pictures of a run and of a sweep; pure functions from data to files, no MLflow here.
 
+Data comes as numpy arrays (a sample of the dataset): no torch import, so the process that
+records a run (recorder.py) can draw without loading torch.
+
 Uses matplotlib's object-oriented API with the Agg canvas: no pyplot state, no GUI backend.
 """
 
@@ -12,20 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from linreg_exp.baseline import LinearParams
-from linreg_exp.train import History
+from linreg_exp.history import History, LinearParams
 
 MAX_SCATTER_POINTS = 2000  # more points only slow the plot down
 
 
-def _scatter_sample(x: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def _scatter_sample(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     step = max(1, x.shape[0] // MAX_SCATTER_POINTS)
-    return x[::step].flatten().cpu().numpy(), y[::step].flatten().cpu().numpy()
+    return x[::step].ravel(), y[::step].ravel()
 
 
 def _spans_decades(values: Sequence[float]) -> bool:
@@ -57,7 +58,7 @@ class FitLines:
     optimum: LinearParams | None
 
 
-def fit_figure(x: torch.Tensor, y: torch.Tensor, lines: FitLines) -> Figure:
+def fit_figure(x: np.ndarray, y: np.ndarray, lines: FitLines) -> Figure:
     fig = Figure(figsize=(6, 4), dpi=100)
     ax = fig.add_subplot()
     xs, ys = _scatter_sample(x, y)
@@ -90,7 +91,7 @@ def frame_epochs(epochs_done: int, frames: int) -> list[int]:
     return sorted({round(i) for i in np.linspace(0, epochs_done - 1, min(frames, epochs_done))})
 
 
-def training_gif(x: torch.Tensor, y: torch.Tensor, history: History, frames: int) -> bytes:
+def training_gif(x: np.ndarray, y: np.ndarray, history: History, frames: int) -> bytes:
     """The fitted line moving onto the data, one frame per selected epoch (bounded size).
 
     The data and axes are rendered once; each frame only redraws the line and the title onto

@@ -82,15 +82,15 @@ class MlflowSweepCallback(Callback):
     def _open_parent(self, config: DictConfig) -> None:
         from mlflow.tracking import MlflowClient
 
-        from linreg_exp import tracking
+        from linreg_exp import tracking, uris
         from linreg_exp.schema import validate
 
         validate(config)  # the values every job shares: reject them before any run exists
-        uri = tracking.resolve_tracking_uri(config.mlflow.tracking_uri, Path.cwd())
+        uri = uris.resolve_tracking_uri(config.mlflow.tracking_uri, Path.cwd())
         experiment_id = tracking.open_experiment(uri, config.mlflow.experiment_name)
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        overrides = [tracking.mask_override(o) for o in config.hydra.overrides.task]
+        overrides = [uris.mask_override(o) for o in config.hydra.overrides.task]
         client = MlflowClient(uri)
         parent = client.create_run(
             experiment_id,
@@ -112,7 +112,7 @@ class MlflowSweepCallback(Callback):
         log.info(
             "MLflow parent run %s: %s",
             info.parent_run_id,
-            tracking.run_url(uri, experiment_id, info.parent_run_id),
+            uris.run_url(uri, experiment_id, info.parent_run_id),
         )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -7,26 +7,24 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+import time
+from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import mlflow
-from mlflow.entities import Metric, RunStatus
+from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 
 from linreg_exp.errors import TrackingError
-from linreg_exp.train import History
+from linreg_exp.history import History
+from linreg_exp.uris import mask_uri, sqlite_path
 
 log = logging.getLogger(__name__)
 
-MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
-DEFAULT_STORE_NAME = "mlflow.db"
+MAX_METRICS_PER_BATCH = 1000  # MLflow's limits for one log_batch call
+MAX_TAGS_PER_BATCH = 100
+MAX_ENTITIES_PER_BATCH = 1000
 TAG_PREFIX = "linreg."
 
 # Fail fast on an unreachable server instead of MLflow's default of minutes of retries.
@@ -35,52 +33,6 @@ _HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
 }
-
-
-def resolve_tracking_uri(configured: str | None, launch_dir: Path) -> str:
-    """Config first, then $MLFLOW_TRACKING_URI, else an absolute sqlite file in the launch dir."""
-    if configured:
-        return configured
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{(launch_dir / DEFAULT_STORE_NAME).resolve()}"
-
-
-def mask_uri(uri: str) -> str:
-    """Hide a password in a URI (postgresql://user:secret@host/db -> user:***@host)."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
-
-
-def mask_override(override: str) -> str:
-    """`mlflow.tracking_uri=postgresql://u:secret@h/db` -> the same with the password hidden."""
-    key, sep, value = override.partition("=")
-    return f"{key}{sep}{mask_uri(value)}" if sep else override
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a sqlite:/// URI, None for any other store."""
-    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
-
-
-def ui_command(uri: str, port: int = 5000) -> str:
-    """The shell command that serves this store's UI (None needed for a tracking server)."""
-    if uri.startswith(("http://", "https://")):
-        return f"open {uri}"
-    return f"mlflow ui --backend-store-uri {mask_uri(uri)} --host 127.0.0.1 --port {port}"
-
-
-def ui_base_url(uri: str, port: int = 5000) -> str:
-    return (
-        uri.rstrip("/") if uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{port}"
-    )
-
-
-def run_url(uri: str, experiment_id: str, run_id: str) -> str:
-    return f"{ui_base_url(uri)}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def _one_line(error: BaseException) -> str:
@@ -158,63 +110,31 @@ def history_metrics(history: History) -> list[Metric]:
     ]
 
 
-def log_metrics_batched(client: MlflowClient, run_id: str, metrics: list[Metric]) -> None:
-    """Send metrics in as few requests as MLflow allows (one call per value costs ~50x more)."""
-    for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
-        client.log_batch(run_id, metrics=metrics[start : start + MAX_METRICS_PER_BATCH])
+def final_metrics(values: Mapping[str, float]) -> list[Metric]:
+    """One-off metrics (final loss, closed-form optimum, ...) at step 0, as log_metrics does."""
+    now = int(time.time() * 1000)
+    return [Metric(key, value, now, 0) for key, value in values.items()]
 
 
-@dataclass
-class TrackedRun:
-    """The open run; set `failure` to end it FAILED without raising (e.g. divergence)."""
-
-    run_id: str
-    experiment_id: str
-    failure: str | None = None
-
-
-@contextmanager
-def tracked_run(
-    uri: str,
-    experiment_id: str,
-    run_name: str | None,
-    parent_run_id: str | None,
-    tags: Mapping[str, str],
-) -> Iterator[TrackedRun]:
-    """Open an MLflow run (nested under `parent_run_id`) and guarantee its final status.
-
-    FINISHED on success, FAILED when `failure` was set or on any error (the error goes into the
-    tag `linreg.error`), KILLED on Ctrl-C / SIGTERM. Never left RUNNING.
-    """
-    mlflow.set_tracking_uri(uri)
-    active = mlflow.start_run(
-        experiment_id=experiment_id,
-        run_name=run_name,
-        parent_run_id=parent_run_id,
-        tags=dict(tags),
-    )
-    run = TrackedRun(active.info.run_id, experiment_id)
-    status = RunStatus.FAILED
-    try:
-        yield run
-        if run.failure is None:
-            status = RunStatus.FINISHED
-        else:
-            _set_tag_quietly(run.run_id, f"{TAG_PREFIX}failure", run.failure)
-    except KeyboardInterrupt:
-        status = RunStatus.KILLED
-        _set_tag_quietly(run.run_id, f"{TAG_PREFIX}outcome", "interrupted")
-        raise
-    except BaseException as error:
-        _set_tag_quietly(run.run_id, f"{TAG_PREFIX}error", f"{type(error).__name__}: {error}")
-        _set_tag_quietly(run.run_id, f"{TAG_PREFIX}outcome", "error")
-        raise
-    finally:
-        mlflow.end_run(RunStatus.to_string(status))
-
-
-def _set_tag_quietly(run_id: str, key: str, value: str) -> None:
-    try:
-        MlflowClient().set_tag(run_id, key, value[:5000])
-    except Exception:  # the run's status matters more than this tag
-        log.warning("could not record %s on run %s", key, run_id, exc_info=True)
+def log_metrics_batched(
+    client: MlflowClient,
+    run_id: str,
+    metrics: list[Metric],
+    tags: Mapping[str, str] | None = None,
+) -> None:
+    """Send metrics (and tags) in as few requests as MLflow allows: one call per value costs
+    ~50x more. The tags ride with the last batch of metrics when it has room."""
+    run_tags = [RunTag(key, value[:5000]) for key, value in (tags or {}).items()]
+    batches = [
+        metrics[start : start + MAX_METRICS_PER_BATCH]
+        for start in range(0, len(metrics), MAX_METRICS_PER_BATCH)
+    ] or [[]]
+    for batch in batches[:-1]:
+        client.log_batch(run_id, metrics=batch)
+    last = batches[-1]
+    if len(last) + len(run_tags) <= MAX_ENTITIES_PER_BATCH and len(run_tags) <= MAX_TAGS_PER_BATCH:
+        client.log_batch(run_id, metrics=last, tags=run_tags)
+    else:
+        client.log_batch(run_id, metrics=last)
+        for start in range(0, len(run_tags), MAX_TAGS_PER_BATCH):
+            client.log_batch(run_id, tags=run_tags[start : start + MAX_TAGS_PER_BATCH])

@@ -9,8 +9,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from enum import StrEnum
 
 import torch
 from torch import nn
@@ -18,34 +16,9 @@ from tqdm import tqdm
 
 from linreg_exp.data import Dataset
 from linreg_exp.errors import ConfigError
+from linreg_exp.history import History, StopReason
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
-
-
-class StopReason(StrEnum):
-    RUNNING = "running"
-    COMPLETED = "completed"
-    DIVERGED = "diverged"
-    INTERRUPTED = "interrupted"
-
-
-@dataclass
-class History:
-    """Per-epoch loss (before the step) and weight/bias (after it), and why training stopped."""
-
-    step: str = "autograd"  # or "fused": how gradients were computed (see fused_step_for)
-    loss: list[float] = field(default_factory=list)
-    weight: list[float] = field(default_factory=list)
-    bias: list[float] = field(default_factory=list)
-    timestamp_ms: list[int] = field(default_factory=list)
-    initial_weight: float = math.nan
-    initial_bias: float = math.nan
-    stop_reason: StopReason = StopReason.RUNNING
-    diverged_at_epoch: int | None = None
-
-    @property
-    def epochs_done(self) -> int:
-        return len(self.loss)
 
 
 def _epoch_full_batch(
@@ -130,6 +103,13 @@ def _epoch_mini_batch(
             index
         )
     return total / num_data
+
+
+def load_optimizer(make_optimizer: OptimizerFactory) -> None:
+    """Construct the optimizer once on a throw-away parameter, so that its one-time cost
+    (torch.optim imports torch._dynamo on first use: ~1.5 s) is paid now, while the MLflow
+    companion opens the store, and bad optimizer arguments fail before the run exists."""
+    make_optimizer([nn.Parameter(torch.zeros(1))])
 
 
 def fit(

@@ -147,6 +147,28 @@ def test_signal_ends_the_run_killed_with_its_metrics(
 
 
 @pytest.mark.slow
+def test_a_job_killed_outright_still_leaves_no_run_running(tmp_path: Path, store: str) -> None:
+    """SIGKILL gives the job no chance to report: its MLflow companion ends the run KILLED."""
+    db = tmp_path / "mlflow.db"
+    process = start_cli(
+        ["trainer.epochs=100000000", "plots.enabled=false", f"hydra.run.dir={tmp_path / 'r'}"],
+        tmp_path,
+        store,
+    )
+    wait_for_running(db, process)
+    process.kill()
+    process.communicate(timeout=60)
+    client = MlflowClient(store)
+    experiment_id = client.get_experiment_by_name("linreg").experiment_id
+    deadline = time.monotonic() + 60
+    while (run := client.search_runs([experiment_id])[0]).info.status == "RUNNING":
+        assert time.monotonic() < deadline, "the run was left RUNNING"
+        time.sleep(0.2)
+    assert run.info.status == "KILLED"
+    assert "ended before reporting" in run.data.tags["linreg.failure"]
+
+
+@pytest.mark.slow
 def test_sigterm_in_a_sweep_kills_child_and_parent(tmp_path: Path, store: str) -> None:
     db = tmp_path / "mlflow.db"
     process = start_cli(
@@ -208,6 +230,7 @@ def test_a_failing_job_fails_its_child_and_parent_but_not_the_others(
 def run_in_process(overrides: list[str], tmp_path: Path, uri: str) -> float:
     """The job function under a real Hydra composition, without a subprocess."""
     from linreg_exp.experiment import run_experiment
+    from linreg_exp.recorder import LocalRecorder, RunTarget
 
     register_configs()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
@@ -222,7 +245,8 @@ def run_in_process(overrides: list[str], tmp_path: Path, uri: str) -> float:
         cfg.hydra.job.num = 0
     HydraConfig.instance().set_config(cfg)
     job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    return run_experiment(job_cfg)
+    recorder = LocalRecorder(RunTarget(uri, job_cfg.mlflow.experiment_name))
+    return run_experiment(job_cfg, recorder)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import mlflow
@@ -10,16 +9,19 @@ import pytest
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from linreg_exp import tracking
+from linreg_exp import tracking, uris
+from linreg_exp.companion import CompanionRecorder
 from linreg_exp.errors import TrackingError
+from linreg_exp.history import History
+from linreg_exp.recorder import LocalRecorder, Outcome, RunStart, RunTarget
 
 
 def test_tracking_uri_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert tracking.resolve_tracking_uri(None, tmp_path) == f"sqlite:///{tmp_path}/mlflow.db"
+    assert uris.resolve_tracking_uri(None, tmp_path) == f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
-    assert tracking.resolve_tracking_uri(None, tmp_path) == "http://127.0.0.1:1"
-    assert tracking.resolve_tracking_uri("sqlite:///x.db", tmp_path) == "sqlite:///x.db"
+    assert uris.resolve_tracking_uri(None, tmp_path) == "http://127.0.0.1:1"
+    assert uris.resolve_tracking_uri("sqlite:///x.db", tmp_path) == "sqlite:///x.db"
 
 
 def test_default_store_is_absolute_even_from_a_relative_dir(
@@ -27,7 +29,7 @@ def test_default_store_is_absolute_even_from_a_relative_dir(
 ) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
-    assert tracking.resolve_tracking_uri(None, Path(".")) == f"sqlite:///{tmp_path}/mlflow.db"
+    assert uris.resolve_tracking_uri(None, Path(".")) == f"sqlite:///{tmp_path}/mlflow.db"
 
 
 @pytest.mark.parametrize(
@@ -42,12 +44,12 @@ def test_default_store_is_absolute_even_from_a_relative_dir(
     ],
 )
 def test_mask_uri(uri: str, masked: str) -> None:
-    assert tracking.mask_uri(uri) == masked
-    assert tracking.mask_override(f"mlflow.tracking_uri={uri}") == f"mlflow.tracking_uri={masked}"
+    assert uris.mask_uri(uri) == masked
+    assert uris.mask_override(f"mlflow.tracking_uri={uri}") == f"mlflow.tracking_uri={masked}"
 
 
 def test_mask_uri_with_a_colon_in_the_password() -> None:
-    assert tracking.mask_uri("postgresql://u:pa:ss@h:1/d") == "postgresql://u:***@h:1/d"
+    assert uris.mask_uri("postgresql://u:pa:ss@h:1/d") == "postgresql://u:***@h:1/d"
 
 
 def test_open_experiment_creates_store_and_artifacts_beside_it(store: str, tmp_path: Path) -> None:
@@ -79,35 +81,69 @@ def _status(store: str, run_id: str) -> str:
     return MlflowClient(store).get_run(run_id).info.status
 
 
-@pytest.mark.parametrize(
-    ("error", "status"),
-    [(None, "FINISHED"), (RuntimeError("boom"), "FAILED"), (KeyboardInterrupt(), "KILLED")],
-)
-def test_tracked_run_always_ends(store: str, error: BaseException | None, status: str) -> None:
-    experiment_id = tracking.open_experiment(store, "linreg")
-    run_id = None
-    expectation = pytest.raises(type(error)) if error else contextlib.nullcontext()
-    with expectation, tracking.tracked_run(store, experiment_id, "t", None, {"k": "v"}) as run:
-        run_id = run.run_id
-        if error:
-            raise error
-    assert run_id is not None
-    assert _status(store, run_id) == status
-    tags = MlflowClient(store).get_run(run_id).data.tags
-    assert tags["k"] == "v"
-    if status == "FAILED":
-        assert tags["linreg.error"] == "RuntimeError: boom"
+def _history(epochs: int) -> History:
+    return History(
+        loss=[1.0 / (e + 1) for e in range(epochs)],
+        weight=[2.0] * epochs,
+        bias=[float(e) for e in range(epochs)],
+        timestamp_ms=[1_700_000_000_000 + e for e in range(epochs)],
+    )
+
+
+CONFIG = {"optimizer": {"lr": 0.01}, "mlflow": {"experiment_name": "linreg"}}
+
+
+@pytest.mark.parametrize("status", ["FINISHED", "FAILED", "KILLED"])
+def test_local_recorder_ends_the_run_with_the_outcome_status(store: str, status: str) -> None:
+    recorder = LocalRecorder(RunTarget(store, "linreg", run_name="t"))
+    recorder.start(RunStart({"k": "v"}, CONFIG))
+    run = recorder.finish(
+        Outcome(status, _history(3), {"final_loss": 0.5}, {"linreg.outcome": "why"})
+    )
+    recorder.close()
+    client = MlflowClient(store)
+    logged = client.get_run(run.run_id)
+    assert logged.info.status == status and logged.info.run_name == "t"
+    assert logged.data.tags["k"] == "v" and logged.data.tags["linreg.outcome"] == "why"
+    assert logged.data.params["optimizer.lr"] == "0.01"
+    assert logged.data.metrics["final_loss"] == 0.5
+    assert [m.value for m in client.get_metric_history(run.run_id, "bias")] == [0.0, 1.0, 2.0]
+    assert "config.yaml" in [a.path for a in client.list_artifacts(run.run_id)]
     assert mlflow.active_run() is None
 
 
-def test_tracked_run_records_a_failure_without_raising(store: str) -> None:
-    experiment_id = tracking.open_experiment(store, "linreg")
-    with tracking.tracked_run(store, experiment_id, None, None, {}) as run:
-        run.failure = "diverged at epoch 3"
-    assert _status(store, run.run_id) == "FAILED"
-    assert (
-        MlflowClient(store).get_run(run.run_id).data.tags["linreg.failure"] == "diverged at epoch 3"
-    )
+def test_a_started_run_that_is_never_finished_ends_killed(store: str) -> None:
+    recorder = LocalRecorder(RunTarget(store, "linreg"))
+    recorder.start(RunStart({}, CONFIG))
+    recorder.close("the job vanished")
+    (run,) = MlflowClient(store).search_runs([tracking.open_experiment(store, "linreg")])
+    assert run.info.status == "KILLED"
+    assert run.data.tags["linreg.failure"] == "the job vanished"
+
+
+def test_the_companion_records_the_run_in_its_own_process(store: str) -> None:
+    recorder = CompanionRecorder(RunTarget(store, "linreg"))
+    recorder.start(RunStart({"k": "v"}, CONFIG))
+    run = recorder.finish(Outcome("FINISHED", _history(500), {"final_loss": 0.25}))
+    recorder.close()
+    client = MlflowClient(store)
+    assert client.get_run(run.run_id).info.status == "FINISHED"
+    assert len(client.get_metric_history(run.run_id, "loss")) == 500
+
+
+def test_the_companion_ends_the_run_killed_when_the_job_vanishes(store: str) -> None:
+    recorder = CompanionRecorder(RunTarget(store, "linreg"))
+    recorder.start(RunStart({}, CONFIG))
+    recorder.close()  # hang up without an outcome, as a job killed by SIGKILL would
+    (run,) = MlflowClient(store).search_runs([tracking.open_experiment(store, "linreg")])
+    assert run.info.status == "KILLED"
+
+
+def test_the_companion_reports_an_unusable_store_before_any_run() -> None:
+    recorder = CompanionRecorder(RunTarget("sqlite:////proc/no/such/dir/mlflow.db", "linreg"))
+    with pytest.raises(TrackingError, match=r"mlflow\.tracking_uri="):
+        recorder.start(RunStart({}, CONFIG))
+    recorder.close()
 
 
 def test_batched_metrics_are_all_stored(store: str) -> None:
@@ -115,7 +151,8 @@ def test_batched_metrics_are_all_stored(store: str) -> None:
     client = MlflowClient(store)
     run_id = client.create_run(experiment_id).info.run_id
     metrics = [Metric(key, float(step), 0, step) for step in range(1200) for key in ("a", "b")]
-    tracking.log_metrics_batched(client, run_id, metrics)
+    tracking.log_metrics_batched(client, run_id, metrics, {f"t{i}": str(i) for i in range(150)})
     client.set_terminated(run_id)
+    assert client.get_run(run_id).data.tags["t149"] == "149"
     assert [m.step for m in client.get_metric_history(run_id, "a")] == list(range(1200))
     assert len(client.get_metric_history(run_id, "b")) == 1200
