@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib import font_manager, rcParams
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from linreg_exp.history import History, LinearParams
 
@@ -97,8 +98,9 @@ def frame_epochs(epochs_done: int, frames: int) -> list[int]:
 def training_gif(x: np.ndarray, y: np.ndarray, history: History, frames: int) -> bytes:
     """The fitted line moving onto the data, one frame per selected epoch (bounded size).
 
-    The data and axes are rendered once; each frame only redraws the line and the title onto
-    that background (blitting), and all frames share one palette: ~10 ms a frame.
+    The data and axes are rendered once; each frame only redraws the line onto that background
+    (blitting) and writes its label with PIL in matplotlib's font (matplotlib would lay the text
+    out anew each frame, half the GIF's time); all frames share one palette: ~5 ms a frame.
     """
     fig = Figure(figsize=(4.8, 3.6), dpi=80)
     canvas = FigureCanvasAgg(fig)
@@ -113,17 +115,25 @@ def training_gif(x: np.ndarray, y: np.ndarray, history: History, frames: int) ->
     canvas.draw()
     background = canvas.copy_from_bbox(fig.bbox)
     (line,) = ax.plot(grid, grid * 0, color="tab:blue", linewidth=2, animated=True)
-    label = ax.text(0.02, 0.95, "", transform=ax.transAxes, va="top", animated=True)
+    width, height = canvas.get_width_height()
+    label_x, label_y = ax.transAxes.transform((0.02, 0.95))
+    font = ImageFont.truetype(
+        font_manager.findfont(font_manager.FontProperties()),
+        round(rcParams["font.size"] * fig.dpi / 72),
+    )
     images: list[Image.Image] = []
     for epoch in frame_epochs(history.epochs_done, frames):
         weight, bias = history.weight[epoch], history.bias[epoch]
         line.set_ydata(weight * grid + bias)
-        label.set_text(f"epoch {epoch + 1}: w={weight:.3f}  b={bias:.3f}")
         canvas.restore_region(background)
         ax.draw_artist(line)
-        ax.draw_artist(label)
-        rgb = Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert(
-            "RGB"
+        rgb = Image.frombuffer("RGBA", (width, height), canvas.buffer_rgba()).convert("RGB")
+        ImageDraw.Draw(rgb).text(
+            (label_x, height - label_y),
+            f"epoch {epoch + 1}: w={weight:.3f}  b={bias:.3f}",
+            fill="black",
+            font=font,
+            anchor="la",
         )
         palette = images[0] if images else None
         images.append(
