@@ -12,8 +12,9 @@ from torch import nn
 from linreg_exp.baseline import least_squares
 from linreg_exp.data import make_dataset
 from linreg_exp.errors import ConfigError
+from linreg_exp.history import History, StopReason
 from linreg_exp.schema import DataConfig
-from linreg_exp.train import FUSED_MIN_POINTS, History, StopReason, fit, resolve_device
+from linreg_exp.train import FUSED_MIN_POINTS, fit, resolve_device
 
 SGD = functools.partial(torch.optim.SGD, lr=0.01)
 
