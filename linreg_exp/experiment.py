@@ -165,6 +165,10 @@ def _run(cfg: DictConfig, recorder: Recorder) -> float:
         )
     except KeyboardInterrupt:  # an interrupted or failed run keeps the epochs it computed
         history.stop_reason = StopReason.INTERRUPTED
+        print(
+            f"\nlinreg_exp: interrupted; storing the {history.epochs_done} epochs done",
+            file=sys.stderr,
+        )
         recorder.finish(Outcome(KILLED, history, tags={TAG_OUTCOME: "interrupted"}))
         raise
     except Exception as error:
