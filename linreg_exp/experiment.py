@@ -37,7 +37,7 @@ from linreg_exp.recorder import (
     Pictures,
     Recorder,
     RunStart,
-    open_recorder,
+    describe_error,
 )
 from linreg_exp.schema import DataConfig, validate
 from linreg_exp.train import fit, load_optimizer, resolve_device, set_cpu_threads
@@ -109,14 +109,13 @@ def final_metrics(history: History, ref: Reference, loss_name: str) -> dict[str,
     return values
 
 
-def run_experiment(cfg: DictConfig, recorder: Recorder | None = None) -> float:
+def run_experiment(cfg: DictConfig, recorder: Recorder) -> float:
     """Train and track one job; returns final_loss (inf when it diverged) for sweepers.
 
     Everything that can reject the config (values, device, tracking store) happens before the
     MLflow run exists; once it exists, every way out of here ends it with a status.
     """
     validate(cfg)
-    recorder = recorder or open_recorder(cfg)
     try:
         return _run(cfg, recorder)
     finally:
@@ -172,8 +171,8 @@ def _run(cfg: DictConfig, recorder: Recorder) -> float:
         recorder.finish(Outcome(KILLED, history, tags={TAG_OUTCOME: "interrupted"}))
         raise
     except Exception as error:
-        reason = f"{type(error).__name__}: {error}"[:5000]
-        recorder.finish(Outcome(FAILED, history, tags={TAG_OUTCOME: "error", TAG_ERROR: reason}))
+        error_tags = {TAG_OUTCOME: "error", TAG_ERROR: describe_error(error)}
+        recorder.finish(Outcome(FAILED, history, tags=error_tags))
         raise
 
     metrics = final_metrics(history, reference, cfg.loss.name)

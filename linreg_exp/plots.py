@@ -1,7 +1,8 @@
 """Pictures of a run and of a sweep; pure functions from data to files, no MLflow here.
 
-Data comes as numpy arrays (a sample of the dataset): no torch import, so the process that
-records a run (recorder.py) can draw without loading torch.
+Data comes as numpy arrays, already a sample of the dataset (`Dataset.sample(PICTURE_POINTS)`):
+every point given is drawn; no torch import, so the process that records a run (recorder.py)
+can draw without loading torch.
 
 Uses matplotlib's object-oriented API with the Agg canvas: no pyplot state, no GUI backend.
 """
@@ -25,12 +26,6 @@ from linreg_exp.history import History, LinearParams
 # Fixed margins instead of tight_layout, which lays all text out once more (~0.1 s a figure).
 _MARGINS = {"left": 0.12, "right": 0.97, "bottom": 0.12, "top": 0.92}
 _GIF_MARGINS = {"left": 0.14, "right": 0.97, "bottom": 0.14, "top": 0.95}
-MAX_SCATTER_POINTS = 2000  # more points only slow the plot down
-
-
-def _scatter_sample(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    step = max(1, x.shape[0] // MAX_SCATTER_POINTS)
-    return x[::step].ravel(), y[::step].ravel()
 
 
 def _spans_decades(values: Sequence[float]) -> bool:
@@ -65,7 +60,7 @@ class FitLines:
 def fit_figure(x: np.ndarray, y: np.ndarray, lines: FitLines) -> Figure:
     fig = Figure(figsize=(6, 4), dpi=100)
     ax = fig.add_subplot()
-    xs, ys = _scatter_sample(x, y)
+    xs, ys = x.ravel(), y.ravel()
     ax.scatter(xs, ys, s=4, alpha=0.35, color="tab:gray", label="data")
     grid = np.array([xs.min(), xs.max()])
     styles: list[tuple[str, LinearParams | None, str, str]] = [
@@ -105,7 +100,7 @@ def training_gif(x: np.ndarray, y: np.ndarray, history: History, frames: int) ->
     fig = Figure(figsize=(4.8, 3.6), dpi=80)
     canvas = FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    xs, ys = _scatter_sample(x, y)
+    xs, ys = x.ravel(), y.ravel()
     ax.scatter(xs, ys, s=3, alpha=0.35, color="tab:gray")
     grid = np.array([xs.min(), xs.max()])
     margin = 0.1 * float(ys.max() - ys.min())

@@ -150,7 +150,7 @@ class LocalRecorder:
             mlflow.log_params(tracking.flatten(request.config))
             mlflow.log_dict(request.config, "config.yaml")
         except BaseException as error:
-            self._end(FAILED, {TAG_OUTCOME: "error", TAG_ERROR: _describe(error)})
+            self._end(FAILED, {TAG_OUTCOME: "error", TAG_ERROR: describe_error(error)})
             raise
 
     def finish(self, outcome: Outcome) -> StartedRun:
@@ -174,7 +174,7 @@ class LocalRecorder:
             status, extra_tags = KILLED, {TAG_OUTCOME: "interrupted"}
             raise
         except BaseException as error:
-            status, extra_tags = FAILED, {TAG_OUTCOME: "error", TAG_ERROR: _describe(error)}
+            status, extra_tags = FAILED, {TAG_OUTCOME: "error", TAG_ERROR: describe_error(error)}
             raise
         finally:
             self._end(status, extra_tags)
@@ -199,7 +199,8 @@ class LocalRecorder:
             mlflow.end_run(status)
 
 
-def _describe(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
+    """The `linreg.error` tag: the exception's type and message, within MLflow's tag limit."""
     return f"{type(error).__name__}: {error}"[:5000]
 
 

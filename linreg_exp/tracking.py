@@ -23,7 +23,6 @@ from linreg_exp.uris import mask_uri, sqlite_path
 log = logging.getLogger(__name__)
 
 MAX_METRICS_PER_BATCH = 1000  # MLflow sends a log_batch call in requests of at most this many
-TAG_PREFIX = "linreg."
 
 # Fail fast on an unreachable server instead of MLflow's default of minutes of retries.
 _HTTP_DEFAULTS = {

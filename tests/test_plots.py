@@ -10,6 +10,7 @@ from PIL import Image
 from linreg_exp import plots
 from linreg_exp.data import make_dataset
 from linreg_exp.history import History, LinearParams
+from linreg_exp.recorder import PICTURE_POINTS
 from linreg_exp.schema import DataConfig
 
 
@@ -31,7 +32,7 @@ def test_frame_epochs_are_bounded_and_include_both_ends() -> None:
 
 def test_training_gif_has_bounded_frames() -> None:
     data = make_dataset(DataConfig(num_data=100_000), seed=0)
-    gif = plots.training_gif(*data.sample(plots.MAX_SCATTER_POINTS), fake_history(), frames=20)
+    gif = plots.training_gif(*data.sample(PICTURE_POINTS), fake_history(), frames=20)
     with Image.open(io.BytesIO(gif)) as image:
         assert image.format == "GIF" and image.n_frames == 20
     assert len(gif) < 1_000_000
@@ -43,7 +44,7 @@ def test_static_figures_render(tmp_path: Path) -> None:
     lines = plots.FitLines(LinearParams(2, 3), LinearParams(1.9, 2.5), LinearParams(2.01, 3.02))
     for name, figure in (
         ("loss.png", plots.loss_curve(history, optimum_loss=0.5)),
-        ("fit.png", plots.fit_figure(*data.sample(plots.MAX_SCATTER_POINTS), lines)),
+        ("fit.png", plots.fit_figure(*data.sample(PICTURE_POINTS), lines)),
     ):
         path = plots.save_figure(figure, tmp_path / name)
         with Image.open(path) as image:

@@ -121,18 +121,23 @@ def start_cli(args: list[str], cwd: Path, uri: str) -> subprocess.Popen[str]:
     )
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_ends_the_run_killed_with_its_metrics(
-    tmp_path: Path, store: str, signum: signal.Signals
-) -> None:
-    db = tmp_path / "mlflow.db"
+def start_endless_run(tmp_path: Path, store: str) -> subprocess.Popen[str]:
+    """A single run of 1e8 epochs, returned once its MLflow run is RUNNING."""
     process = start_cli(
         ["trainer.epochs=100000000", "plots.enabled=false", f"hydra.run.dir={tmp_path / 'r'}"],
         tmp_path,
         store,
     )
-    wait_for_running(db, process)
+    wait_for_running(tmp_path / "mlflow.db", process)
+    return process
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_ends_the_run_killed_with_its_metrics(
+    tmp_path: Path, store: str, signum: signal.Signals
+) -> None:
+    process = start_endless_run(tmp_path, store)
     time.sleep(6)  # past set-up (torch.optim's first use imports torch._dynamo): some epochs
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
@@ -149,13 +154,7 @@ def test_signal_ends_the_run_killed_with_its_metrics(
 @pytest.mark.slow
 def test_a_job_killed_outright_still_leaves_no_run_running(tmp_path: Path, store: str) -> None:
     """SIGKILL gives the job no chance to report: its MLflow companion ends the run KILLED."""
-    db = tmp_path / "mlflow.db"
-    process = start_cli(
-        ["trainer.epochs=100000000", "plots.enabled=false", f"hydra.run.dir={tmp_path / 'r'}"],
-        tmp_path,
-        store,
-    )
-    wait_for_running(db, process)
+    process = start_endless_run(tmp_path, store)
     process.kill()
     process.communicate(timeout=60)
     client = MlflowClient(store)
