@@ -730,12 +730,12 @@ def grid(mode: Mode, work: Path) -> list[Row]:
     return [
         Row(
             4,
-            f"{jobs}-job lr grid: one process (-m, basic launcher) vs {jobs} processes in turn",
+            f"{jobs}-job lr grid: one sweep (-m, basic launcher) vs {jobs} processes in turn",
             times["basic"],
             times["separate"],
             "s",
             Target(0.2, True, "≤ 0.2x") if jobs == 16 else None,
-            f"one process a job: {per_job:.1f} s",
+            f"jobs in one process, MLflow in its companion; one process a job: {per_job:.1f} s",
         ),
         Row(
             4,

@@ -47,9 +47,7 @@ def hydra_app(cfg: DictConfig) -> float:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         validate(cfg)  # before importing torch and mlflow: bad input is answered in a second
-        if multirun:  # sweep jobs record in-process: the sweep opened the store already
-            companion.discard_prestarted()
-        recorder = open_recorder(cfg)  # a single run takes the companion started in main()
+        recorder = open_recorder(cfg)  # takes the companion started in main(), if it can
         from linreg_exp.experiment import run_experiment  # torch: ~3 s, beside the companion
 
         return run_experiment(cfg, recorder)
@@ -89,10 +87,12 @@ def describe_config_error(error: BaseException) -> str:
 
 
 def close_open_sweeps(status: str) -> None:
-    """Close any sweep parent left open; sweep.py (and mlflow) is loaded only by multiruns."""
+    """Close any sweep parent left open; sweep.py is loaded only by multiruns."""
     sweep = sys.modules.get("linreg_exp.sweep")
     if sweep is not None:
-        sweep.close_open_sweeps(status)
+        error = sweep.close_open_sweeps(status)
+        if error is not None:
+            print(f"error: {error}", file=sys.stderr)
 
 
 def main() -> None:
@@ -101,7 +101,7 @@ def main() -> None:
     full_error = _user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
     install_handlers()
-    if companion.may_run_a_single_job(sys.argv[1:]):
+    if companion.may_use_a_companion(sys.argv[1:]):
         companion.prestart()  # MLflow's imports start now, beside Hydra's and torch's
     code = 0
     try:

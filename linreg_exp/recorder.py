@@ -3,8 +3,9 @@
 A job talks to a Recorder in three calls: `start` (create the run, log params and config),
 `finish` (log the History, final metrics, tags and pictures, and end the run with the outcome's
 status) and `close` (end a run that was started but never finished). `LocalRecorder` does it
-in this process; `companion.CompanionRecorder` does the same in a helper process started before
-torch is imported, so that MLflow's ~4 s of imports and store opening overlap the job's own.
+in this process; `companion.CompanionRecorder` (a single run) and `companion.SweepJobRecorder`
+(a job of a basic-launcher sweep) do the same in a helper process started before torch is
+imported, so that MLflow's ~4 s of imports and store opening overlap the job's own.
 
 Nothing here imports torch, and MLflow and matplotlib are imported only when used.
 """
@@ -129,6 +130,11 @@ class LocalRecorder:
         if self.target.plots:
             import linreg_exp.plots  # noqa: F401  (matplotlib: ~1 s to import)
 
+    @property
+    def started(self) -> StartedRun | None:
+        """The run, once start() has created it."""
+        return self._started
+
     def start(self, request: RunStart) -> None:
         """Create the run (nested under the sweep's parent, if any) and log its config."""
         import mlflow
@@ -205,14 +211,19 @@ def describe_error(error: BaseException) -> str:
 
 
 def open_recorder(cfg: DictConfig) -> Recorder:
-    """In-process for sweep jobs (the sweep opened the store already, and the basic launcher
-    pays the imports once for all jobs); a companion process for a single run, where MLflow's
-    start-up would otherwise add ~4 s to the user's wait."""
+    """A companion process for a single run (MLflow's start-up would otherwise add ~4 s to the
+    user's wait) and for the jobs of a sweep that runs them in this process (the sweep's
+    companion logs each job while the next starts); in-process for jobs that a launcher runs
+    elsewhere (joblib, submitit): the sweep opened the store already."""
     from hydra.core.hydra_config import HydraConfig
 
+    from linreg_exp import companion
     from linreg_exp.sweep import current_sweep
     from linreg_exp.uris import resolve_tracking_uri
 
+    sweep_job = companion.sweep_job_recorder(cfg.mlflow.run_name, cfg.plots.enabled)
+    if sweep_job is not None:
+        return sweep_job
     sweep = current_sweep()
     if sweep is not None:
         return LocalRecorder(
@@ -231,6 +242,4 @@ def open_recorder(cfg: DictConfig) -> Recorder:
     )
     if sys.platform == "win32":  # pragma: no cover - pass_fds is POSIX only
         return LocalRecorder(target)
-    from linreg_exp.companion import CompanionRecorder
-
-    return CompanionRecorder(target)
+    return companion.CompanionRecorder(target)

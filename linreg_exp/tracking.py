@@ -1,6 +1,6 @@
 """MLflow at the edge: where runs go, how a run is opened and closed, how a History is logged.
 
-Everything that talks to MLflow lives here (and in sweep.py for the parent run of a multirun).
+Everything that talks to MLflow lives here, in recorder.py (a run) and in parent_run.py (a sweep).
 """
 
 from __future__ import annotations

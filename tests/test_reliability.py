@@ -193,6 +193,34 @@ def test_sigterm_in_a_sweep_kills_child_and_parent(tmp_path: Path, store: str) -
 
 
 @pytest.mark.slow
+def test_a_sweep_killed_outright_still_leaves_no_run_running(tmp_path: Path, store: str) -> None:
+    """SIGKILL of the sweep's process: its MLflow companion ends the child and the parent."""
+    process = start_cli(
+        [
+            "-m",
+            "optimizer.lr=0.01,0.02",
+            "trainer.epochs=100000000",
+            "plots.enabled=false",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        tmp_path,
+        store,
+    )
+    wait_for_running(tmp_path / "mlflow.db", process, count=2)  # the parent and the first child
+    process.kill()
+    process.communicate(timeout=60)
+    client = MlflowClient(store)
+    experiment_id = client.get_experiment_by_name("linreg").experiment_id
+    deadline = time.monotonic() + 60
+    runs = client.search_runs([experiment_id])
+    while "RUNNING" in {r.info.status for r in runs}:
+        assert time.monotonic() < deadline, "a run was left RUNNING"
+        time.sleep(0.2)
+        runs = client.search_runs([experiment_id])
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"KILLED"}
+
+
+@pytest.mark.slow
 def test_a_failing_job_fails_its_child_and_parent_but_not_the_others(
     tmp_path: Path, store: str
 ) -> None:

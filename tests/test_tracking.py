@@ -9,10 +9,11 @@ import pytest
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from linreg_exp import tracking, uris
+from linreg_exp import companion, tracking, uris
 from linreg_exp.companion import CompanionRecorder
 from linreg_exp.errors import TrackingError
 from linreg_exp.history import History
+from linreg_exp.parent_run import SweepTarget
 from linreg_exp.recorder import LocalRecorder, Outcome, RunStart, RunTarget
 
 
@@ -144,6 +145,59 @@ def test_the_companion_reports_an_unusable_store_before_any_run() -> None:
     with pytest.raises(TrackingError, match=r"mlflow\.tracking_uri="):
         recorder.start(RunStart({}, CONFIG))
     recorder.close()
+
+
+def test_a_sweep_companion_records_the_parent_and_each_job(store: str) -> None:
+    assert companion.start_sweep(SweepTarget(store, "linreg", "s", {"linreg.kind": "sweep"}))
+    try:
+        runs = []
+        for status, outcome in [("FINISHED", "completed"), ("FAILED", "diverged")]:
+            recorder = companion.sweep_job_recorder("job", plots=False)
+            assert recorder is not None
+            recorder.start(RunStart({"k": "v"}, CONFIG))
+            tags = {"linreg.outcome": outcome}
+            runs.append(recorder.finish(Outcome(status, _history(500), {"final_loss": 1}, tags)))
+            recorder.close()
+    finally:
+        summary, error = companion.end_sweep(None)
+    assert error is None and summary is not None and "2 jobs, 1 finished, 1 diverged" in summary
+    client = MlflowClient(store)
+    (parent,) = client.search_runs([runs[0].experiment_id], "tags.`linreg.kind` = 'sweep'")
+    assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_total"] == 2
+    for run, status in zip(runs, ["FINISHED", "FAILED"], strict=True):
+        child = client.get_run(run.run_id)
+        assert child.info.status == status
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert len(client.get_metric_history(run.run_id, "loss")) == 500
+
+
+def test_a_sweep_companion_ends_parent_and_child_killed_when_the_sweep_vanishes(
+    store: str,
+) -> None:
+    assert companion.start_sweep(SweepTarget(store, "linreg", "s"))
+    recorder = companion.sweep_job_recorder(None, plots=False)
+    assert recorder is not None and companion._sweep is not None
+    recorder.start(RunStart({}, CONFIG))
+    link, companion._sweep = companion._sweep, None
+    link.conn.close()  # hang up mid-job, as a sweep killed by SIGKILL would
+    link.process.popen.wait(60)
+    runs = MlflowClient(store).search_runs([tracking.open_experiment(store, "linreg")])
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"KILLED"}
+
+
+def test_a_sweep_companion_stops_the_sweep_on_an_unusable_store(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert companion.start_sweep(SweepTarget("sqlite:////proc/no/such/dir/mlflow.db", "l", "s"))
+    recorder = companion.sweep_job_recorder(None, plots=False)
+    assert recorder is not None
+    try:
+        with pytest.raises(SystemExit) as stop:
+            recorder.start(RunStart({}, CONFIG))
+    finally:
+        assert companion.end_sweep("FAILED") == (None, None)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.startswith("error: mlflow.tracking_uri=")
 
 
 def test_batched_metrics_are_all_stored(store: str) -> None:
