@@ -17,12 +17,14 @@ companion records them. If the job dies without reporting (even by SIGKILL), the
 the companion ends the run KILLED, so no run is left RUNNING.
 
 A multirun with the basic launcher (every job in this process, one after another) keeps one
-companion for the whole sweep: it opens the store and the parent run while the first job
-imports torch, and records each job while the next one composes and trains:
+companion for the whole sweep: it opens the store while the first job imports torch, creates
+the parent run with the first job's run (a sweep rejected before any job starts leaves none),
+and records each job while the next one composes and trains:
 
-    launcher -> companion: SweepTarget                 opens the store, creates the parent
-                                                        -> ("ok", SweepInfo), read by job 0
-    job -> companion: ("start", RunTarget, RunStart)   creates the child -> ("ok", StartedRun)
+    launcher -> companion: SweepTarget                 opens the store -> ("ok", experiment id),
+                                                        read by the first job before it trains
+    job -> companion: ("start", RunTarget, RunStart)   creates the child (and, for the first
+                                                        job, the parent) -> ("ok", StartedRun)
     job -> companion: ("finish", Outcome)              logs it and ends the child; no reply:
                                                         an error is the next job's reply
     launcher -> companion: ("end", status)             summarises and closes the parent
@@ -173,29 +175,36 @@ class _SweepLink:
         self.conn = process.conn
         self.target = target
         self.pid = os.getpid()  # a forked child must not write to this pipe
-        self.info: SweepInfo | None = None
+        self.experiment_id: str | None = None
+        self.parent_run_id: str | None = None
 
     def send(self, message: object) -> None:
         with contextlib.suppress(OSError):  # if it has gone, its last word is still in the pipe
             self.conn.send(message)
 
-    def opened(self) -> SweepInfo:
-        """Wait (first job only) until the store is open and the parent run exists.
+    def opened(self) -> str:
+        """Wait (first job only) until the store is open; return the experiment id.
 
         A store that cannot be opened stops the whole sweep here, before any run exists, with
         the one-line error and exit status a single run gives (Hydra would only record it as
         this job's failure and go on to the next job)."""
-        if self.info is None:
+        if self.experiment_id is None:
             try:
-                self.info = _reply(self.conn)
+                self.experiment_id = _reply(self.conn)
             except LinregError as error:
                 print(f"error: {error}", file=sys.stderr)
                 raise SystemExit(2) from error
             except RuntimeError as error:
                 print(f"error: {error}", file=sys.stderr)
                 raise SystemExit(1) from error
-            log.info("MLflow parent run %s: %s", self.info.parent_run_id, self.info.url)
-        return self.info
+        return self.experiment_id
+
+    def announce(self, run: StartedRun) -> None:
+        """Say once where the sweep's parent run is (it exists once a job has started)."""
+        if self.parent_run_id is None and run.parent_run_id is not None:
+            self.parent_run_id = run.parent_run_id
+            info = SweepInfo(self.target.tracking_uri, run.experiment_id, run.parent_run_id)
+            log.info("MLflow parent run %s: %s", info.parent_run_id, info.url)
 
 
 _sweep: _SweepLink | None = None
@@ -272,6 +281,7 @@ class SweepJobRecorder:
     def finish(self, outcome: Outcome) -> StartedRun:
         started = self._started()
         self._link.send(("finish", outcome))
+        self._link.announce(started)
         return started
 
     def _started(self) -> StartedRun:
@@ -291,12 +301,13 @@ class SweepJobRecorder:
 
 def _serve_sweep(conn: Connection, target: SweepTarget) -> None:
     """The companion's side of a sweep (see the module docstring)."""
-    from linreg_exp import parent_run
+    from linreg_exp import parent_run, tracking
 
-    info = parent_run.open_parent(target)
-    conn.send(("ok", info))
+    experiment_id = tracking.open_experiment(target.tracking_uri, target.experiment_name)
+    conn.send(("ok", experiment_id))
     import linreg_exp.plots  # noqa: F401  (matplotlib, while the first job imports torch)
 
+    parent: SweepInfo | None = None  # created with the first job: a sweep rejected before has none
     recorder: LocalRecorder | None = None  # the job whose run is open
     failure: str | None = None  # the first job whose outcome could not be logged fails the sweep
     closed = False
@@ -308,12 +319,13 @@ def _serve_sweep(conn: Connection, target: SweepTarget) -> None:
                 if recorder is not None:  # pragma: no cover - every job finishes or abandons
                     recorder.close("the next job started before this one reported")
                 _, job, request = message
-                recorder = LocalRecorder(
-                    dataclasses.replace(
-                        job, experiment_id=info.experiment_id, parent_run_id=info.parent_run_id
-                    )
-                )
                 try:
+                    parent = parent or parent_run.create_parent(target, experiment_id)
+                    recorder = LocalRecorder(
+                        dataclasses.replace(
+                            job, experiment_id=experiment_id, parent_run_id=parent.parent_run_id
+                        )
+                    )
                     recorder.start(request)  # ends its run FAILED if it fails after creating it
                 except Exception as error:  # that job fails with this error; the next may work
                     recorder = None
@@ -333,15 +345,15 @@ def _serve_sweep(conn: Connection, target: SweepTarget) -> None:
             elif message[0] == "end":
                 closed = True  # even if closing fails: never twice
                 status = FAILED if failure is not None else message[1]
-                summary = parent_run.close_parent(info, status)[1]
+                summary = None if parent is None else parent_run.close_parent(parent, status)[1]
                 _send_quietly(conn, ("ended", summary, failure))
     except (EOFError, BrokenPipeError, ConnectionResetError):  # the sweep's process is gone
         status_if_cut_short = KILLED
     finally:
         if recorder is not None:
             recorder.close("the sweep's process ended before the job reported")
-        if not closed:
-            parent_run.close_parent(info, status_if_cut_short)
+        if not closed and parent is not None:
+            parent_run.close_parent(parent, status_if_cut_short)
 
 
 # ---------------------------------------------------------------- the companion process

@@ -48,11 +48,16 @@ class SweepInfo:
 
 def open_parent(target: SweepTarget) -> SweepInfo:
     """Open (or create) the store and the experiment, and create the RUNNING parent run."""
-    from mlflow.tracking import MlflowClient
-
     from linreg_exp import tracking
 
     experiment_id = tracking.open_experiment(target.tracking_uri, target.experiment_name)
+    return create_parent(target, experiment_id)
+
+
+def create_parent(target: SweepTarget, experiment_id: str) -> SweepInfo:
+    """The RUNNING parent run, in an experiment already opened."""
+    from mlflow.tracking import MlflowClient
+
     parent = MlflowClient(target.tracking_uri).create_run(
         experiment_id, run_name=target.run_name, tags=target.tags
     )
@@ -88,6 +93,11 @@ def finalize_parent(info: SweepInfo, status: str | None) -> tuple[str, str]:
         max_results=50_000,
         order_by=["attributes.start_time ASC"],
     )
+    parent_id = info.parent_run_id
+    if not children and status is not None:  # stopped before any job ran (a rejected override)
+        client.set_terminated(parent_id, status)
+        client.delete_run(parent_id)  # an empty record of nothing; `mlflow gc` purges it
+        return status, f"sweep {parent_id} {status} before any job ran: its parent run is deleted"
     for child in children:  # a job killed hard (SIGKILL, lost node) never closed its run
         if child.info.status == "RUNNING":
             client.set_terminated(child.info.run_id, "KILLED")
@@ -103,7 +113,6 @@ def finalize_parent(info: SweepInfo, status: str | None) -> tuple[str, str]:
         "jobs_failed": outcomes["error"],
         "jobs_killed": outcomes["interrupted"],
     }
-    parent_id = info.parent_run_id
     if completed:
         best = min(completed, key=lambda r: r.data.metrics["final_loss"])
         metrics["best_final_loss"] = best.data.metrics["final_loss"]

@@ -53,6 +53,7 @@ class RunStart:
 class StartedRun:
     run_id: str
     experiment_id: str
+    parent_run_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ class LocalRecorder:
             tags=request.tags,
         )
         self._run_id = run.info.run_id
-        self._started = StartedRun(self._run_id, self._experiment_id)
+        self._started = StartedRun(self._run_id, self._experiment_id, self.target.parent_run_id)
         try:
             mlflow.log_params(tracking.flatten(request.config))
             mlflow.log_dict(request.config, "config.yaml")

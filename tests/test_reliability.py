@@ -57,6 +57,7 @@ BAD_INPUT = [
     (["mlflow.tracking_uri=foo://bar"], "mlflow.tracking_uri=foo://bar"),
     (["mlflow.tracking_uri=sqlite:////proc/no/such/dir/mlflow.db"], "mlflow.tracking_uri="),
     (["-m", "optimizer.lr=0.1,0.2", "trainer.epochs=0"], "trainer.epochs=0"),
+    (["-m", "loss=l1,l3"], "loss=l3"),  # rejected by Hydra's sweeper, after the sweep started
 ]
 if not torch.cuda.is_available():
     BAD_INPUT.append((["device=cuda"], "device=cuda"))
@@ -73,6 +74,15 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], named: str
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and named in lines[0]
     assert run_count(db) == 0
+
+
+@pytest.mark.slow
+def test_a_sweep_rejected_by_its_launcher_leaves_no_visible_run(tmp_path: Path, store: str) -> None:
+    """joblib's sweep opens its parent before Hydra validates the swept values: it is deleted."""
+    result = run_cli(["-m", "hydra/launcher=joblib", "loss=l1,l3"], tmp_path, store, timeout=120)
+    assert result.returncode == 2 and "loss=l3 is not an option" in result.stderr
+    client = MlflowClient(store)
+    assert client.search_runs([client.get_experiment_by_name("linreg").experiment_id]) == []
 
 
 @pytest.mark.slow
