@@ -60,12 +60,12 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class Mode:
     name: str
-    reps: int  # sections 2 and 3
+    reps: int  # section 2
     process_reps: int  # section 1 (each repetition: bare, plots on, plots off)
     new_store_reps: int  # section 1, runs on a new store (one a repetition, the first ones)
     loop_sizes: tuple[tuple[int, int], ...]  # section 2: (num_data, epochs)
     log_sample: int  # section 3: per-value calls timed, scaled to all 1500 values
-    log_reps: int
+    log_reps: int  # section 3
     mini_batch_reps: int
     mini_batch_epochs: int
     grid_jobs: int
