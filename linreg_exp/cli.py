@@ -7,6 +7,8 @@ SIGTERM, and full tracebacks only with HYDRA_FULL_ERROR=1.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import dataclasses
 import logging
 import os
@@ -38,6 +40,7 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"  # the repo's top-l
 
 register_configs()
 _user_full_error = False  # the user's HYDRA_FULL_ERROR=1: show tracebacks, never fold them
+_exit_code: int | None = None  # what main() decided; None while it runs or if it raised
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
@@ -95,9 +98,27 @@ def close_open_sweeps(status: str) -> None:
             print(f"error: {error}", file=sys.stderr)
 
 
+def _exit_without_teardown() -> None:
+    """End the process once everything is stored and flushed, without tearing down its modules.
+
+    Registered first thing in main(), this runs after the exit handlers of everything imported
+    later (torch, MLflow, the sweep's). What is left is the interpreter destroying torch and the
+    torch._dynamo/sympy modules torch.optim loads: ~1 s after the last line of output, with the
+    run already in the store. Logging's handlers (the job's log file) and the standard streams
+    are flushed here, as the skipped teardown would have."""
+    if _exit_code is None:  # main() did not finish: let Python exit as usual
+        return
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe (`| head`) must not change the code
+            stream.flush()
+    os._exit(_exit_code)
+
+
 def main() -> None:
     """Run Hydra, reporting errors ourselves (Hydra's raw exceptions come through FULL_ERROR)."""
-    global _user_full_error
+    global _user_full_error, _exit_code
+    atexit.register(_exit_without_teardown)
     full_error = _user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
     install_handlers()
@@ -130,6 +151,7 @@ def main() -> None:
         print("(set HYDRA_FULL_ERROR=1 for the complete stack trace)", file=sys.stderr)
         code = 1
     finally:
-        companion.discard_prestarted()  # unused: a sweep, --help, or an error before the run
+        companion.discard_prestarted()  # unused: --help, or an error before the run
         close_open_sweeps("FAILED")
+    _exit_code = code
     sys.exit(code)
