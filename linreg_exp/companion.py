@@ -58,6 +58,7 @@ from linreg_exp.recorder import (
     StartedRun,
     describe_error,
 )
+from linreg_exp.uris import run_url
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,15 @@ class _Process:
         )
         theirs.close()
         self.conn = ours
+
+    def hang_up(self) -> None:
+        """Close our end and wait for the companion to finish what it was told, and exit."""
+        self.conn.close()
+        try:
+            self.popen.wait(EXIT_WAIT_SECONDS)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a store that hangs
+            self.popen.kill()
+            self.popen.wait()
 
     def discard(self) -> None:
         """Stop a companion that was never given a target: it has touched no store yet."""
@@ -156,12 +166,7 @@ class CompanionRecorder:
 
     def close(self) -> None:
         """Hang up and wait for the companion: once the job exits, its run is in the store."""
-        self._conn.close()
-        try:
-            self._process.popen.wait(EXIT_WAIT_SECONDS)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a store that hangs
-            self._process.popen.kill()
-            self._process.popen.wait()
+        self._process.hang_up()
 
 
 # ---------------------------------------------------------------- a sweep (basic launcher)
@@ -203,8 +208,8 @@ class _SweepLink:
         """Say once where the sweep's parent run is (it exists once a job has started)."""
         if self.parent_run_id is None and run.parent_run_id is not None:
             self.parent_run_id = run.parent_run_id
-            info = SweepInfo(self.target.tracking_uri, run.experiment_id, run.parent_run_id)
-            log.info("MLflow parent run %s: %s", info.parent_run_id, info.url)
+            url = run_url(self.target.tracking_uri, run.experiment_id, run.parent_run_id)
+            log.info("MLflow parent run %s: %s", run.parent_run_id, url)
 
 
 _sweep: _SweepLink | None = None
@@ -255,12 +260,7 @@ def end_sweep(status: str | None) -> tuple[str | None, str | None]:
                 break
     except (EOFError, OSError):
         pass
-    link.conn.close()
-    try:
-        link.process.popen.wait(EXIT_WAIT_SECONDS)
-    except subprocess.TimeoutExpired:  # pragma: no cover - a store that hangs
-        link.process.popen.kill()
-        link.process.popen.wait()
+    link.process.hang_up()
     return summary, error
 
 

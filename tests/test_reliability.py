@@ -142,6 +142,23 @@ def start_endless_run(tmp_path: Path, store: str) -> subprocess.Popen[str]:
     return process
 
 
+def start_endless_sweep(tmp_path: Path, store: str) -> subprocess.Popen[str]:
+    """A 2-job sweep of 1e8-epoch jobs, returned once the parent and the first child are RUNNING."""
+    process = start_cli(
+        [
+            "-m",
+            "optimizer.lr=0.01,0.02",
+            "trainer.epochs=100000000",
+            "plots.enabled=false",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        tmp_path,
+        store,
+    )
+    wait_for_running(tmp_path / "mlflow.db", process, count=2)
+    return process
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_ends_the_run_killed_with_its_metrics(
@@ -179,19 +196,7 @@ def test_a_job_killed_outright_still_leaves_no_run_running(tmp_path: Path, store
 
 @pytest.mark.slow
 def test_sigterm_in_a_sweep_kills_child_and_parent(tmp_path: Path, store: str) -> None:
-    db = tmp_path / "mlflow.db"
-    process = start_cli(
-        [
-            "-m",
-            "optimizer.lr=0.01,0.02",
-            "trainer.epochs=100000000",
-            "plots.enabled=false",
-            f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        ],
-        tmp_path,
-        store,
-    )
-    wait_for_running(db, process, count=2)  # the parent and the first child
+    process = start_endless_sweep(tmp_path, store)
     time.sleep(1.0)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
@@ -205,18 +210,7 @@ def test_sigterm_in_a_sweep_kills_child_and_parent(tmp_path: Path, store: str) -
 @pytest.mark.slow
 def test_a_sweep_killed_outright_still_leaves_no_run_running(tmp_path: Path, store: str) -> None:
     """SIGKILL of the sweep's process: its MLflow companion ends the child and the parent."""
-    process = start_cli(
-        [
-            "-m",
-            "optimizer.lr=0.01,0.02",
-            "trainer.epochs=100000000",
-            "plots.enabled=false",
-            f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        ],
-        tmp_path,
-        store,
-    )
-    wait_for_running(tmp_path / "mlflow.db", process, count=2)  # the parent and the first child
+    process = start_endless_sweep(tmp_path, store)
     process.kill()
     process.communicate(timeout=60)
     client = MlflowClient(store)
