@@ -28,15 +28,20 @@ from omegaconf.errors import (
     ValidationError,
 )
 
-from linreg_exp import companion
+from linreg_exp import sweep, tracking
 from linreg_exp.errors import LinregError
-from linreg_exp.recorder import open_recorder
 from linreg_exp.schema import register_configs, validate
 from linreg_exp.signals import exit_code_for, install_handlers
 
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"  # the repo's top-level conf/
+
+# Hydra flags after which no job runs: no tracking helper is started for them.
+_NO_JOB_FLAGS = frozenset(
+    {"-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", "--info", "-sc",
+     "--shell-completion"}
+)  # fmt: skip
 
 register_configs()
 _user_full_error = False  # the user's HYDRA_FULL_ERROR=1: show tracebacks, never fold them
@@ -50,10 +55,14 @@ def hydra_app(cfg: DictConfig) -> float:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         validate(cfg)  # before importing torch and mlflow: bad input is answered in a second
-        recorder = open_recorder(cfg)  # takes the companion started in main(), if it can
-        from linreg_exp.experiment import run_experiment  # torch: ~3 s, beside the companion
+        tracker, owned = sweep.job_tracker(cfg)  # the store opens while torch is imported
+        try:
+            from linreg_exp.experiment import run_experiment
 
-        return run_experiment(cfg, recorder)
+            return run_experiment(cfg, tracker)
+        finally:
+            if owned:  # waits until the run has ended: once we exit, it is in the store
+                tracker.close()
     except LinregError as error:
         if not multirun and not _user_full_error:  # one line, no "Error executing job" preamble
             print(f"error: {error}", file=sys.stderr)
@@ -89,13 +98,11 @@ def describe_config_error(error: BaseException) -> str:
     return "; ".join(lines[:2]) or type(error).__name__
 
 
-def close_open_sweeps(status: str) -> None:
-    """Close any sweep parent left open; sweep.py is loaded only by multiruns."""
-    sweep = sys.modules.get("linreg_exp.sweep")
-    if sweep is not None:
-        error = sweep.close_open_sweeps(status)
-        if error is not None:
-            print(f"error: {error}", file=sys.stderr)
+def close_open_sweep(status: str) -> None:
+    """Close a sweep that Hydra left open (it skips on_multirun_end after a failed job)."""
+    error = sweep.close_sweep(status)
+    if error is not None:
+        print(f"error: {error}", file=sys.stderr)
 
 
 def _exit_without_teardown() -> None:
@@ -122,13 +129,13 @@ def main() -> None:
     full_error = _user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
     install_handlers()
-    if companion.may_use_a_companion(sys.argv[1:]):
-        companion.prestart()  # MLflow's imports start now, beside Hydra's and torch's
+    if not _NO_JOB_FLAGS.intersection(sys.argv[1:]):
+        tracking.prestart()  # MLflow's imports start now, beside Hydra's and torch's
     code = 0
     try:
         hydra_app()
     except KeyboardInterrupt as error:
-        close_open_sweeps("KILLED")
+        close_open_sweep("KILLED")
         print("linreg_exp: interrupted; the run is marked KILLED", file=sys.stderr)
         code = exit_code_for(error)
     except SystemExit as exit_:
@@ -151,7 +158,7 @@ def main() -> None:
         print("(set HYDRA_FULL_ERROR=1 for the complete stack trace)", file=sys.stderr)
         code = 1
     finally:
-        companion.discard_prestarted()  # unused: --help, or an error before the run
-        close_open_sweeps("FAILED")
+        tracking.discard_prestarted()  # unused: --help, or an error before the run
+        close_open_sweep("FAILED")
     _exit_code = code
     sys.exit(code)

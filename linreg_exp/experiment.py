@@ -1,6 +1,6 @@
-"""One job, end to end: config -> data -> training -> History -> the Recorder (MLflow, pictures).
+"""One job, end to end: config -> data -> training -> epochs streamed and a History -> tracking.
 
-Nothing here imports MLflow: the recorder owns the run, in this process or in a companion.
+Nothing here imports MLflow: the tracker owns the run, in a helper process or in this one.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import math
 import shlex
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -20,29 +21,32 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from tqdm import tqdm
 
-from linreg_exp import uris
+from linreg_exp import sweep
 from linreg_exp.baseline import closed_form_optimum, least_squares
 from linreg_exp.data import Dataset, make_dataset
 from linreg_exp.history import History, LinearParams, StopReason
-from linreg_exp.recorder import (
+from linreg_exp.schema import DataConfig, validate
+from linreg_exp.tracking import uris
+from linreg_exp.tracking.messages import (
     FAILED,
     FINISHED,
     KILLED,
-    PICTURE_POINTS,
     TAG_ERROR,
     TAG_FAILURE,
     TAG_OUTCOME,
-    Outcome,
+    FinishRun,
     Pictures,
-    Recorder,
-    RunStart,
+    StartRun,
     describe_error,
 )
-from linreg_exp.schema import DataConfig, validate
-from linreg_exp.train import fit, load_optimizer, resolve_device, set_cpu_threads
+from linreg_exp.tracking.recorder import RunStream, Tracker, finished
+from linreg_exp.train import fit, load_optimizer, resolve_device, set_cpu_threads, step_kind
 
 log = logging.getLogger(__name__)
+
+PICTURE_POINTS = 2000  # at most this many data points are drawn: more only slow the plots
 
 # Overrides that select a sweep; a job's reproduce command must not start the sweep again.
 _SWEEP_ONLY_OVERRIDES = ("hparams_search=",)
@@ -93,11 +97,11 @@ def final_metrics(history: History, ref: Reference, loss_name: str) -> dict[str,
         values |= {"lad_weight": ref.optimum.weight, "lad_bias": ref.optimum.bias}
     if ref.optimum_loss is not None:
         values["optimum_loss"] = ref.optimum_loss
-    if history.epochs_done == 0:
+    if history.last is None:
         return values
-    weight, bias = history.weight[-1], history.bias[-1]
+    weight, bias = history.final.weight, history.final.bias
     values |= {
-        "final_loss": history.loss[-1],
+        "final_loss": history.final_loss,
         "final_weight": weight,
         "final_bias": bias,
         "weight_gap_to_true": abs(weight - ref.true.weight),
@@ -109,24 +113,16 @@ def final_metrics(history: History, ref: Reference, loss_name: str) -> dict[str,
     return values
 
 
-def run_experiment(cfg: DictConfig, recorder: Recorder) -> float:
+def run_experiment(cfg: DictConfig, tracker: Tracker) -> float:
     """Train and track one job; returns final_loss (inf when it diverged) for sweepers.
 
     Everything that can reject the config (values, device, tracking store) happens before the
     MLflow run exists; once it exists, every way out of here ends it with a status.
     """
     validate(cfg)
-    try:
-        return _run(cfg, recorder)
-    finally:
-        recorder.close()
-
-
-def _run(cfg: DictConfig, recorder: Recorder) -> float:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     device = resolve_device(cfg.device.name)
-    uri = recorder.target.tracking_uri
     overrides = list(hydra_cfg.overrides.task)
     command = reproduce_command(overrides)
     output_dir = Path(hydra_cfg.runtime.output_dir)
@@ -138,6 +134,8 @@ def _run(cfg: DictConfig, recorder: Recorder) -> float:
     }
     if multirun:
         tags["linreg.job_num"] = str(hydra_cfg.job.num)
+    opened = tracker.opened()  # the store is open (else TrackingError, before any run exists)
+    uri = tracker.tracking_uri
     container = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     container["mlflow"]["tracking_uri"] = uris.mask_uri(uri)
 
@@ -145,34 +143,25 @@ def _run(cfg: DictConfig, recorder: Recorder) -> float:
     loss_fn = build_loss(cfg.loss).to(device)
     make_optimizer = instantiate(cfg.optimizer)
     load_optimizer(make_optimizer)
-    recorder.start(RunStart(tags, container))  # returns once the store is open: else raises
-
-    history = History()
+    run = tracker.start_run(
+        StartRun(cfg.mlflow.run_name, tags, container),
+        cfg.trainer.log_every_n_epochs,
+        cfg.mlflow.log_every_seconds,
+    )
+    history = History(step=step_kind(loss_fn, cfg.data.num_data, cfg.trainer.batch_size))
     try:  # from here on an error is recorded on the run: FAILED, with the error as a tag
         data = make_dataset(cast(DataConfig, cfg.data), cfg.seed).to(device)
         reference = compute_reference(data, cfg.data, cfg.loss, loss_fn)
         started = time.perf_counter()
-        fit(
-            data,
-            loss_fn,
-            make_optimizer,
-            cfg.trainer.epochs,
-            cfg.trainer.batch_size,
-            cfg.seed,
-            history,
-            progress=sys.stderr.isatty(),
-        )
+        train(cfg, data, loss_fn, make_optimizer, history, run)
     except KeyboardInterrupt:  # an interrupted or failed run keeps the epochs it computed
         history.stop_reason = StopReason.INTERRUPTED
-        print(
-            f"\nlinreg_exp: interrupted; storing the {history.epochs_done} epochs done",
-            file=sys.stderr,
-        )
-        recorder.finish(Outcome(KILLED, history, tags={TAG_OUTCOME: "interrupted"}))
-        raise
+        print(f"\nlinreg_exp: interrupted after {history.epochs_done} epochs", file=sys.stderr)
+        run.finish(FinishRun(KILLED, history, tags={TAG_OUTCOME: "interrupted"}))
+        raise  # closing the tracker waits until the run has ended
     except Exception as error:
         error_tags = {TAG_OUTCOME: "error", TAG_ERROR: describe_error(error)}
-        recorder.finish(Outcome(FAILED, history, tags=error_tags))
+        run.finish(FinishRun(FAILED, history, tags=error_tags))
         raise
 
     metrics = final_metrics(history, reference, cfg.loss.name)
@@ -192,10 +181,38 @@ def _run(cfg: DictConfig, recorder: Recorder) -> float:
         pictures = Pictures(
             x, y, reference.true, optimum, reference.optimum_loss, cfg.plots.frames, output_dir
         )
-    run = recorder.finish(Outcome(status, history, metrics, outcome_tags, pictures))
+    ending = run.finish(FinishRun(status, history, metrics, outcome_tags, pictures))
+    if not multirun:  # a sweep's next job starts while this one is logged
+        finished(ending)
+    started_run = run.started()
+    sweep.announce(started_run, uri)
+    _report(cfg, history, reference, metrics, uri, opened.experiment_id, started_run.run_id,
+            command, multirun)  # fmt: skip
+    return math.inf if history.stop_reason is StopReason.DIVERGED else history.final_loss
 
-    _report(cfg, history, reference, metrics, uri, run.experiment_id, run.run_id, command, multirun)
-    return math.inf if history.stop_reason is StopReason.DIVERGED else history.loss[-1]
+
+def train(
+    cfg: DictConfig,
+    data: Dataset,
+    loss_fn: nn.Module,
+    make_optimizer: Any,
+    history: History,
+    run: RunStream,
+) -> None:
+    """Every epoch into the bounded History and onto the stream, as it is done."""
+    epochs: Iterable[tuple[float, float, float]] = fit(
+        data, loss_fn, make_optimizer, cfg.trainer.epochs, cfg.trainer.batch_size, cfg.seed
+    )
+    if sys.stderr.isatty():
+        epochs = tqdm(epochs, "training", cfg.trainer.epochs, leave=False, unit="epoch",
+                      mininterval=0.25)  # fmt: skip
+    for step, (loss, weight, bias) in enumerate(epochs):
+        if not math.isfinite(loss):
+            history.stop_reason, history.diverged_at_epoch = StopReason.DIVERGED, step
+            return
+        history.append(loss, weight, bias)
+        run.epoch(step, loss, weight, bias)
+    history.stop_reason = StopReason.COMPLETED
 
 
 def _report(

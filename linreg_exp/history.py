@@ -1,14 +1,20 @@
-"""What training produces, as plain data: no torch, no MLflow.
+"""What training leaves behind, as plain data: no torch, no MLflow.
 
-Training fills a History; tracking and plots read it, possibly in another process (see
-recorder.py), so these types stay picklable and cheap to import.
+Every epoch streams to MLflow as it happens (see tracking/recorder.py); the History keeps only
+what the pictures and the summary need, within a fixed size whatever the run's length: an
+evenly spaced sample of the trajectory (the first epoch always), the last epoch, and why
+training stopped. It is pickled to the process that records the run, so it stays small.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+SAMPLE_SIZE = 4096  # the sample halves itself at this size: pictures need no more points
+
+Point = tuple[int, float, float, float]  # epoch, loss (before the step), weight, bias (after)
 
 
 class StopReason(StrEnum):
@@ -18,26 +24,69 @@ class StopReason(StrEnum):
     INTERRUPTED = "interrupted"
 
 
-@dataclass
-class History:
-    """Per-epoch loss (before the step) and weight/bias (after it), and why training stopped."""
-
-    step: str = "autograd"  # or "fused": how gradients were computed (see train.fused_step_for)
-    loss: list[float] = field(default_factory=list)
-    weight: list[float] = field(default_factory=list)
-    bias: list[float] = field(default_factory=list)
-    timestamp_ms: list[int] = field(default_factory=list)
-    initial_weight: float = math.nan
-    initial_bias: float = math.nan
-    stop_reason: StopReason = StopReason.RUNNING
-    diverged_at_epoch: int | None = None
-
-    @property
-    def epochs_done(self) -> int:
-        return len(self.loss)
-
-
 @dataclass(frozen=True)
 class LinearParams:
     weight: float
     bias: float
+
+
+@dataclass
+class History:
+    """Every `stride`-th epoch: when the sample fills up, every other point is dropped and the
+    stride doubles, so it always spans the whole run evenly. A run of up to SAMPLE_SIZE epochs
+    keeps every epoch. Each update is one list operation, so a signal arriving in the middle
+    of one leaves the History consistent."""
+
+    step: str = "autograd"  # or "fused": how gradients were computed (see train.step_kind)
+    sample: list[Point] = field(default_factory=list)
+    stride: int = 1
+    last: Point | None = None
+    stop_reason: StopReason = StopReason.RUNNING
+    diverged_at_epoch: int | None = None
+    capacity: int = SAMPLE_SIZE
+
+    def append(self, loss: float, weight: float, bias: float) -> None:
+        epoch = 0 if self.last is None else self.last[0] + 1
+        point = (epoch, loss, weight, bias)
+        if epoch % self.stride == 0:
+            self.sample.append(point)
+            if len(self.sample) >= self.capacity:
+                del self.sample[1::2]
+                self.stride *= 2
+        self.last = point
+
+    @property
+    def epochs_done(self) -> int:
+        return 0 if self.last is None else self.last[0] + 1
+
+    @property
+    def epochs(self) -> list[int]:
+        return [p[0] for p in self.sample]
+
+    @property
+    def loss(self) -> list[float]:
+        return [p[1] for p in self.sample]
+
+    @property
+    def weight(self) -> list[float]:
+        return [p[2] for p in self.sample]
+
+    @property
+    def bias(self) -> list[float]:
+        return [p[3] for p in self.sample]
+
+    def trajectory(self) -> History:
+        """The sample with the last epoch added if the stride skipped it: what pictures draw."""
+        if self.last is None or self.sample[-1] == self.last:
+            return self
+        return dataclasses.replace(self, sample=[*self.sample, self.last])
+
+    @property
+    def final(self) -> LinearParams:
+        assert self.last is not None, "no epoch done"
+        return LinearParams(self.last[2], self.last[3])
+
+    @property
+    def final_loss(self) -> float:
+        assert self.last is not None, "no epoch done"
+        return self.last[1]

@@ -1,8 +1,9 @@
 """Pictures of a run and of a sweep; pure functions from data to files, no MLflow here.
 
-Data comes as numpy arrays, already a sample of the dataset (`Dataset.sample(PICTURE_POINTS)`):
-every point given is drawn; no torch import, so the process that records a run (recorder.py)
-can draw without loading torch.
+Data comes as numpy arrays, already a sample of the dataset (`Dataset.sample(PICTURE_POINTS)`),
+and the trajectory as a History's bounded sample of the epochs: every point given is drawn, so
+a picture costs the same for 500 epochs or 1e8. No torch import: the process that records a run
+(tracking/store.py) draws without loading torch.
 
 Uses matplotlib's object-oriented API with the Agg canvas: no pyplot state, no GUI backend.
 """
@@ -37,7 +38,7 @@ def loss_curve(history: History, optimum_loss: float | None) -> Figure:
     """Loss per epoch; log-y when it spans decades; the closed-form optimum as a reference."""
     fig = Figure(figsize=(6, 4), dpi=100)
     ax = fig.add_subplot()
-    ax.plot(range(history.epochs_done), history.loss, label="training loss")
+    ax.plot(history.epochs, history.loss, label="training loss")
     if optimum_loss is not None:
         ax.axhline(optimum_loss, color="tab:green", linestyle="--", label="closed-form optimum")
     if _spans_decades([*history.loss, *([optimum_loss] if optimum_loss else [])]):
@@ -83,11 +84,11 @@ def fit_figure(x: np.ndarray, y: np.ndarray, lines: FitLines) -> Figure:
     return fig
 
 
-def frame_epochs(epochs_done: int, frames: int) -> list[int]:
-    """Up to `frames` epochs, evenly spread, always including the first and the last."""
-    if epochs_done == 0:
+def frame_indices(points: int, frames: int) -> list[int]:
+    """Up to `frames` of `points` sampled epochs, evenly spread, the first and the last always."""
+    if points == 0:
         return []
-    return sorted({round(i) for i in np.linspace(0, epochs_done - 1, min(frames, epochs_done))})
+    return sorted({round(i) for i in np.linspace(0, points - 1, min(frames, points))})
 
 
 def training_gif(x: np.ndarray, y: np.ndarray, history: History, frames: int) -> bytes:
@@ -117,8 +118,8 @@ def training_gif(x: np.ndarray, y: np.ndarray, history: History, frames: int) ->
         round(rcParams["font.size"] * fig.dpi / 72),
     )
     images: list[Image.Image] = []
-    for epoch in frame_epochs(history.epochs_done, frames):
-        weight, bias = history.weight[epoch], history.bias[epoch]
+    for index in frame_indices(len(history.sample), frames):
+        epoch, _, weight, bias = history.sample[index]
         line.set_ydata(weight * grid + bias)
         canvas.restore_region(background)
         ax.draw_artist(line)
@@ -157,7 +158,7 @@ class SweepJob:
     params: Mapping[str, str]
     final_loss: float
     diverged: bool
-    loss_history: Sequence[float]
+    loss_curve: Sequence[tuple[int, float]]  # (epoch, loss), a bounded sample
 
 
 def _as_float(value: str) -> float | None:
@@ -207,14 +208,15 @@ def sweep_figure(jobs: Sequence[SweepJob], swept: Sequence[str]) -> Figure:
         if failed:
             ax_final.scatter(failed, [ceiling] * len(failed), marker="x", s=60, color=color)
         for _, job in ordered:
-            ax_curves.plot(job.loss_history, color=color, alpha=0.6, linewidth=1)
+            if job.loss_curve:
+                ax_curves.plot(*zip(*job.loss_curve, strict=True), color=color, alpha=0.6, lw=1)
     if any(j.diverged for j in jobs):
         ax_final.scatter([], [], marker="x", color="black", label="diverged")
     if x_key == "optimizer.lr":
         ax_final.set_xscale("log")
     if _spans_decades(finite):
         ax_final.set_yscale("log")
-    curves = [v for j in jobs for v in j.loss_history]
+    curves = [v for j in jobs for _, v in j.loss_curve]
     if _spans_decades(curves):
         ax_curves.set_yscale("log")
     ax_final.set(xlabel=x_key or "job", ylabel="final loss", title="Final loss per job")

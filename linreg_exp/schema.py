@@ -64,6 +64,7 @@ class DeviceConfig:
 class TrainerConfig:
     epochs: int = 500
     batch_size: int | None = None
+    log_every_n_epochs: int = 1
 
 
 @dataclass
@@ -71,6 +72,7 @@ class MlflowConfig:
     experiment_name: str = "linreg"
     tracking_uri: str | None = None
     run_name: str | None = None
+    log_every_seconds: float = 1.0
 
 
 @dataclass
@@ -135,6 +137,12 @@ def validate(cfg: DictConfig) -> None:
         data.x_min < data.x_max, "data.x_min", data.x_min, f"must be < data.x_max={data.x_max}"
     )
     _require(trainer.epochs >= 1, "trainer.epochs", trainer.epochs, "must be an integer >= 1")
+    _require(
+        trainer.log_every_n_epochs >= 1,
+        "trainer.log_every_n_epochs",
+        trainer.log_every_n_epochs,
+        "must be an integer >= 1",
+    )
     batch_size = trainer.batch_size
     _require(
         batch_size is None or 1 <= batch_size <= data.num_data,
@@ -149,6 +157,12 @@ def validate(cfg: DictConfig) -> None:
         _require(cfg.loss.delta > 0, "loss.delta", cfg.loss.delta, "must be > 0")
     _require(cfg.device.name in DEVICES, "device", cfg.device.name, f"one of {', '.join(DEVICES)}")
     _require(cfg.plots.frames >= 2, "plots.frames", cfg.plots.frames, "must be an integer >= 2")
+    _require(
+        cfg.mlflow.log_every_seconds > 0,
+        "mlflow.log_every_seconds",
+        cfg.mlflow.log_every_seconds,
+        "must be > 0",
+    )
     _require(
         bool(cfg.mlflow.experiment_name),
         "mlflow.experiment_name",

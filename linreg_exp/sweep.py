@@ -1,27 +1,24 @@
-"""A multirun is one MLflow parent run with one nested child run per job.
+"""Which tracker a job records through: the Hydra side of tracking.
 
-The Hydra callback opens the parent when the multirun starts and closes it with a summary when
-it ends (`on_multirun_end`, or `close_open_sweeps` when a job failure or a signal skips that
-hook). Where the parent's MLflow work happens depends on where the jobs run:
+A single run is a sweep of one without a parent: it opens its own tracker. A multirun is one
+MLflow parent run with a child per job; the Hydra callback below opens the sweep's tracker
+when the multirun starts and closes it (summary, summary.csv, sweep.png) when it ends.
 
-- the basic launcher runs every job in this process, one after the other: the parent and every
-  child are recorded by one companion process (companion.py), which imports MLflow and opens the
-  store while this process composes and imports torch, and logs each job while the next starts;
-- other launchers (joblib, submitit local or SLURM) run jobs in other processes or machines:
-  this process creates the store, the experiment and the parent before any job starts (so
-  parallel jobs never race on a new store's schema migration) and hands their ids to the jobs
-  through a file in the sweep dir and an environment variable.
+- The basic launcher runs every job in this process, one after another: they share the
+  sweep's tracker, whose parent is created with the first job's run.
+- Other launchers (joblib, submitit local or SLURM) run jobs in other processes or machines:
+  the parent is created before any job starts, and its id reaches the jobs through a file in
+  the sweep dir (and an environment variable); each job opens a tracker of its own on it.
 """
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import os
 import shlex
 import sys
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +27,11 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from linreg_exp import companion
-from linreg_exp.parent_run import SweepInfo, SweepTarget
-
-# mlflow, torch and matplotlib are imported inside the functions that need them: Hydra
-# instantiates this callback for every command, and `--help` or a bad override should not wait.
+from linreg_exp import tracking
+from linreg_exp.errors import LinregError
+from linreg_exp.tracking.messages import Open, Parent, Started
+from linreg_exp.tracking.recorder import Tracker
+from linreg_exp.tracking.uris import mask_override, resolve_tracking_uri, run_url
 
 log = logging.getLogger(__name__)
 
@@ -43,29 +40,22 @@ SWEEP_FILE_ENV = "LINREG_EXP_SWEEP_FILE"
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
 
-def current_sweep() -> SweepInfo | None:
-    """The sweep a job in another process belongs to (None for a single run)."""
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode != RunMode.MULTIRUN:
-        return None
-    path = Path(os.environ.get(SWEEP_FILE_ENV) or Path(hydra_cfg.sweep.dir) / SWEEP_FILE)
-    if not path.is_file():
-        return None
-    return SweepInfo(**json.loads(path.read_text()))
+@dataclass
+class _Sweep:
+    tracker: Tracker
+    in_process: bool  # its jobs run here, one after another, and share its tracker
+    pid: int
+    announced: bool = False
 
 
-_open_sweeps: dict[str, SweepInfo] = {}
+_sweep: _Sweep | None = None
 
 
-def sweep_target(config: DictConfig) -> SweepTarget:
-    """The parent run's store, name and tags, from the multirun's config."""
-    from linreg_exp import uris
-
+def sweep_open_request(config: DictConfig, create_parent_at_open: bool) -> Open:
+    """The store and the parent run (name, tags) of a multirun, from its config."""
     sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
-    overrides = [uris.mask_override(o) for o in config.hydra.overrides.task]
-    return SweepTarget(
-        tracking_uri=uris.resolve_tracking_uri(config.mlflow.tracking_uri, Path.cwd()),
-        experiment_name=config.mlflow.experiment_name,
+    overrides = [mask_override(o) for o in config.hydra.overrides.task]
+    parent = Parent(
         run_name=config.mlflow.run_name or f"sweep {sweep_dir.parent.name}/{sweep_dir.name}",
         tags={
             "linreg.kind": "sweep",
@@ -75,7 +65,10 @@ def sweep_target(config: DictConfig) -> SweepTarget:
             "linreg.launcher": str(config.hydra.launcher._target_).rsplit(".", 1)[-1],
             "linreg.sweeper": str(config.hydra.sweeper._target_).rsplit(".", 1)[-1],
         },
+        create_at_open=create_parent_at_open,
     )
+    uri = resolve_tracking_uri(config.mlflow.tracking_uri, Path.cwd())
+    return Open(uri, config.mlflow.experiment_name, parent, plots=config.plots.enabled)
 
 
 class MlflowSweepCallback(Callback):
@@ -84,10 +77,8 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Hydra turns a callback's exception into a warning and goes on; a sweep whose store
         or shared config is unusable must stop instead, so errors leave as SystemExit."""
-        from linreg_exp.errors import LinregError
-
         try:
-            self._open_parent(config)
+            _open_sweep(config)
         except LinregError as error:
             print(f"error: {error}", file=sys.stderr)
             raise SystemExit(2) from error
@@ -95,51 +86,90 @@ class MlflowSweepCallback(Callback):
             log.exception("could not open the sweep's MLflow parent run")
             raise SystemExit(1) from error
 
-    def _open_parent(self, config: DictConfig) -> None:
-        from linreg_exp.schema import validate
-
-        validate(config)  # the values every job shares: reject them before any run exists
-        target = sweep_target(config)
-        sweep_dir = Path(target.tags["linreg.sweep_dir"])
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        if str(config.hydra.launcher._target_) == BASIC_LAUNCHER and companion.start_sweep(target):
-            return  # the jobs run here and record through the companion; it opens the parent
-        companion.discard_prestarted()
-
-        from linreg_exp.parent_run import open_parent
-
-        info = open_parent(target)
-        path = sweep_dir / SWEEP_FILE
-        path.write_text(json.dumps(asdict(info)))
-        os.environ[SWEEP_FILE_ENV] = str(path)
-        _open_sweeps[info.parent_run_id] = info
-        log.info("MLflow parent run %s: %s", info.parent_run_id, info.url)
-
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        error = close_open_sweeps(None)
-        if error is not None:  # the companion could not record the last job
+        error = close_sweep(None)
+        if error is not None:  # a job's outcome could not be logged
             print(f"error: {error}", file=sys.stderr)
             raise SystemExit(1)
 
 
-def close_open_sweeps(status: str | None) -> str | None:
-    """Summarise and close every parent run still open (None = status from the jobs' outcome).
+def _open_sweep(config: DictConfig) -> None:
+    global _sweep
+    from linreg_exp.schema import validate
 
-    Returns the error that kept the companion from recording a job, if one did."""
-    error = None
-    if companion.sweep_in_progress():
-        summary, error = companion.end_sweep(status)
-        if summary is not None:
-            log.info("%s", summary)
-    if not _open_sweeps:
-        return error
-    from linreg_exp.parent_run import close_parent
+    validate(config)  # the values every job shares: reject them before any run exists
+    in_process = str(config.hydra.launcher._target_) == BASIC_LAUNCHER
+    request = sweep_open_request(config, create_parent_at_open=not in_process)
+    sweep_dir = Path(request.parent.tags["linreg.sweep_dir"]) if request.parent else Path()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    tracker = tracking.open_tracker(request)
+    _sweep = _Sweep(tracker, in_process, os.getpid())
+    if in_process:
+        return  # the first job waits for the store; the parent comes with its run
+    opened = tracker.opened()  # jobs elsewhere need the parent's id before they start
+    assert opened.parent_run_id is not None
+    path = sweep_dir / SWEEP_FILE
+    path.write_text(
+        json.dumps(
+            {
+                "tracking_uri": request.tracking_uri,
+                "experiment_name": request.experiment_name,
+                "parent_run_id": opened.parent_run_id,
+            }
+        )
+    )
+    os.environ[SWEEP_FILE_ENV] = str(path)
+    _sweep.announced = True
+    url = run_url(request.tracking_uri, opened.experiment_id, opened.parent_run_id)
+    log.info("MLflow parent run %s: %s", opened.parent_run_id, url)
 
-    while _open_sweeps:
-        _, info = _open_sweeps.popitem()
-        log.info("%s", close_parent(info, status)[1])
+
+def close_sweep(status: str | None) -> str | None:
+    """Summarise and close the sweep's parent (status None: from its jobs' outcomes).
+
+    Returns the error that kept a job's outcome from being logged, if one did."""
+    global _sweep
+    sweep, _sweep = _sweep, None
+    if sweep is None or sweep.pid != os.getpid():
+        return None
+    try:
+        closed = sweep.tracker.close(status)
+    except (LinregError, RuntimeError) as error:
+        return str(error)
+    if closed.summary is not None:
+        log.info("%s", closed.summary)
     os.environ.pop(SWEEP_FILE_ENV, None)
-    return error
+    return closed.error
 
 
-atexit.register(close_open_sweeps, "FAILED")
+def job_tracker(cfg: DictConfig) -> tuple[Tracker, bool]:
+    """The tracker this job records through, and whether the job owns it (must close it)."""
+    if _sweep is not None and _sweep.in_process and _sweep.pid == os.getpid():
+        return _sweep.tracker, False
+    hydra_cfg = HydraConfig.get()
+    request = Open(
+        resolve_tracking_uri(cfg.mlflow.tracking_uri, Path(hydra_cfg.runtime.cwd)),
+        cfg.mlflow.experiment_name,
+        plots=cfg.plots.enabled,
+    )
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        path = Path(os.environ.get(SWEEP_FILE_ENV) or Path(hydra_cfg.sweep.dir) / SWEEP_FILE)
+        if path.is_file():
+            sweep = json.loads(path.read_text())
+            request = Open(
+                sweep["tracking_uri"],
+                sweep["experiment_name"],
+                Parent(run_id=sweep["parent_run_id"]),
+                plots=cfg.plots.enabled,
+            )
+    return tracking.open_tracker(request), True
+
+
+def announce(started: Started, tracking_uri: str) -> None:
+    """Say once where the sweep's parent run is (with the basic launcher it exists once the
+    first job has started)."""
+    if _sweep is None or _sweep.announced or started.parent_run_id is None:
+        return
+    _sweep.announced = True
+    url = run_url(tracking_uri, started.experiment_id, started.parent_run_id)
+    log.info("MLflow parent run %s: %s", started.parent_run_id, url)

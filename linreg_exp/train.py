@@ -1,22 +1,18 @@
-"""Training: nn.Linear(1, 1) fitted by the configured loss and optimizer; fills a History.
+"""Training: nn.Linear(1, 1) fitted by the configured loss and optimizer, one epoch at a time.
 
-Nothing here knows MLflow exists. `fit` writes every epoch into the History it is given, so a
-run interrupted half-way still has the epochs computed so far.
+Nothing here knows MLflow exists. `fit` yields every epoch as it is done, so the caller can
+stream it to the store and stop at any epoch (a diverged loss, a signal) with nothing lost.
 """
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from linreg_exp.data import Dataset
 from linreg_exp.errors import ConfigError
-from linreg_exp.history import History, StopReason
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -73,16 +69,20 @@ class FusedLinearStep:
 def fused_step_for(
     model: nn.Linear, loss_fn: nn.Module, data: Dataset, batch_size: int | None
 ) -> FusedLinearStep | None:
-    """The fused step where it pays (large full-batch L1/MSE runs), else None for autograd.
+    """The fused step where it pays (large full-batch L1/MSE runs), else None for autograd."""
+    if step_kind(loss_fn, data.x.shape[0], batch_size) != "fused":
+        return None
+    return FusedLinearStep(model, isinstance(loss_fn, nn.MSELoss), data.x, data.y)
+
+
+def step_kind(loss_fn: nn.Module, num_data: int, batch_size: int | None) -> str:
+    """ "fused" for large full-batch L1/MSE runs, else "autograd".
 
     Small runs keep autograd: it is as fast there, and it reproduces the tutorial bit for bit.
     """
-    full_batch = batch_size is None or batch_size >= data.x.shape[0]
-    if not full_batch or data.x.shape[0] < FUSED_MIN_POINTS:
-        return None
-    if type(loss_fn) not in (nn.L1Loss, nn.MSELoss) or loss_fn.reduction != "mean":
-        return None
-    return FusedLinearStep(model, isinstance(loss_fn, nn.MSELoss), data.x, data.y)
+    full_batch = batch_size is None or batch_size >= num_data
+    fusable = type(loss_fn) in (nn.L1Loss, nn.MSELoss) and loss_fn.reduction == "mean"
+    return "fused" if full_batch and fusable and num_data >= FUSED_MIN_POINTS else "autograd"
 
 
 def _epoch_mini_batch(
@@ -112,6 +112,9 @@ def load_optimizer(make_optimizer: OptimizerFactory) -> None:
     make_optimizer([nn.Parameter(torch.zeros(1))])
 
 
+Epoch = tuple[float, float, float]  # loss (before the step), weight and bias (after it)
+
+
 def fit(
     data: Dataset,
     loss_fn: nn.Module,
@@ -119,39 +122,25 @@ def fit(
     epochs: int,
     batch_size: int | None,
     seed: int,
-    history: History,
-    progress: bool = False,
-) -> History:
-    """Train nn.Linear(1, 1) (initialised from `seed`) and record each epoch into `history`."""
+) -> Iterator[Epoch]:
+    """Train nn.Linear(1, 1) (initialised from `seed`), yielding each epoch as it is done.
+
+    The caller decides what to keep and when to stop (a diverged loss, a signal): training
+    holds nothing of the past itself.
+    """
     torch.manual_seed(seed)
     model = nn.Linear(1, 1).to(data.x.device)
     optimizer = make_optimizer(model.parameters())
     shuffle = torch.Generator().manual_seed(seed + 1)
-    history.initial_weight, history.initial_bias = model.weight.item(), model.bias.item()
     fused = fused_step_for(model, loss_fn, data, batch_size)
-    history.step = "autograd" if fused is None else "fused"
-    epochs_iter: Iterable[int] = range(epochs)
-    if progress:
-        epochs_iter = tqdm(
-            epochs_iter, desc="training", unit="epoch", leave=False, mininterval=0.25
-        )
-    for epoch in epochs_iter:
+    for _ in range(epochs):
         if fused is not None:
             loss = fused(optimizer)
         elif batch_size is None or batch_size >= data.x.shape[0]:
             loss = _epoch_full_batch(model, loss_fn, optimizer, data.x, data.y)
         else:
             loss = _epoch_mini_batch(model, loss_fn, optimizer, data, batch_size, shuffle)
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            history.stop_reason, history.diverged_at_epoch = StopReason.DIVERGED, epoch
-            return history
-        history.loss.append(loss_value)
-        history.weight.append(model.weight.item())
-        history.bias.append(model.bias.item())
-        history.timestamp_ms.append(int(time.time() * 1000))
-    history.stop_reason = StopReason.COMPLETED
-    return history
+        yield loss.item(), model.weight.item(), model.bias.item()
 
 
 _DEFAULT_THREADS = torch.get_num_threads()

@@ -9,25 +9,33 @@ from PIL import Image
 
 from linreg_exp import plots
 from linreg_exp.data import make_dataset
+from linreg_exp.experiment import PICTURE_POINTS
 from linreg_exp.history import History, LinearParams
-from linreg_exp.recorder import PICTURE_POINTS
 from linreg_exp.schema import DataConfig
 
 
 def fake_history(epochs: int = 300) -> History:
-    return History(
-        loss=[100.0 / (1 + i) for i in range(epochs)],
-        weight=[2.0 * i / epochs for i in range(epochs)],
-        bias=[3.0 * i / epochs for i in range(epochs)],
-        timestamp_ms=[0] * epochs,
-    )
+    history = History()
+    for i in range(epochs):
+        history.append(100.0 / (1 + i), 2.0 * i / epochs, 3.0 * i / epochs)
+    return history
 
 
-def test_frame_epochs_are_bounded_and_include_both_ends() -> None:
-    assert plots.frame_epochs(500, 50)[0] == 0 and plots.frame_epochs(500, 50)[-1] == 499
-    assert len(plots.frame_epochs(500, 50)) == 50
-    assert plots.frame_epochs(3, 50) == [0, 1, 2]
-    assert plots.frame_epochs(0, 50) == []
+def test_frames_are_bounded_and_include_both_ends() -> None:
+    assert plots.frame_indices(500, 50)[0] == 0 and plots.frame_indices(500, 50)[-1] == 499
+    assert len(plots.frame_indices(500, 50)) == 50
+    assert plots.frame_indices(3, 50) == [0, 1, 2]
+    assert plots.frame_indices(0, 50) == []
+
+
+def test_pictures_of_a_long_run_draw_a_bounded_sample(tmp_path: Path) -> None:
+    history = fake_history(1_000_003)
+    trajectory = history.trajectory()
+    assert len(trajectory.sample) <= history.capacity + 1
+    assert trajectory.epochs[0] == 0 and trajectory.epochs[-1] == 1_000_002
+    figure = plots.loss_curve(trajectory, None)
+    (line,) = [li for li in figure.axes[0].get_lines() if li.get_label() == "training loss"]
+    assert len(line.get_xdata()) == len(trajectory.sample)
 
 
 def test_training_gif_has_bounded_frames() -> None:
@@ -55,7 +63,9 @@ def test_static_figures_render(tmp_path: Path) -> None:
 
 def test_sweep_figure_marks_diverged_jobs(tmp_path: Path) -> None:
     jobs = [
-        plots.SweepJob({"optimizer.lr": lr, "loss.name": loss}, final, diverged, [5.0, final])
+        plots.SweepJob(
+            {"optimizer.lr": lr, "loss.name": loss}, final, diverged, [(0, 5.0), (1, final)]
+        )
         for lr, loss, final, diverged in [
             ("0.01", "l1", 1.6, False),
             ("0.1", "l1", 1.5, False),

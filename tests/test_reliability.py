@@ -260,8 +260,9 @@ def test_a_failing_job_fails_its_child_and_parent_but_not_the_others(
 
 def run_in_process(overrides: list[str], tmp_path: Path, uri: str) -> float:
     """The job function under a real Hydra composition, without a subprocess."""
-    from linreg_exp.experiment import run_experiment
     from linreg_exp.recorder import LocalRecorder, RunTarget
+
+    from linreg_exp.experiment import run_experiment
 
     register_configs()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
@@ -276,8 +277,11 @@ def run_in_process(overrides: list[str], tmp_path: Path, uri: str) -> float:
         cfg.hydra.job.num = 0
     HydraConfig.instance().set_config(cfg)
     job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    recorder = LocalRecorder(RunTarget(uri, job_cfg.mlflow.experiment_name))
-    return run_experiment(job_cfg, recorder)
+    tracker = Tracker(InProcess(), Open(uri, job_cfg.mlflow.experiment_name))
+    try:
+        return run_experiment(job_cfg, tracker)
+    finally:
+        tracker.close()
 
 
 @pytest.fixture(scope="module")

@@ -1,20 +1,32 @@
-"""Tracking against a real SQLite MLflow store under tmp_path."""
+"""Tracking against a real SQLite MLflow store under tmp_path, in this process and through the
+helper process: one protocol, the same results."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
 import pytest
-from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from linreg_exp import companion, tracking, uris
-from linreg_exp.companion import CompanionRecorder
 from linreg_exp.errors import TrackingError
 from linreg_exp.history import History
-from linreg_exp.parent_run import SweepTarget
-from linreg_exp.recorder import LocalRecorder, Outcome, RunStart, RunTarget
+from linreg_exp.tracking import InProcess, recorder, uris
+from linreg_exp.tracking import store as mlflow_store
+from linreg_exp.tracking.messages import (
+    Epochs,
+    FinishRun,
+    Open,
+    Parent,
+    Reply,
+    Request,
+    StartRun,
+    Stored,
+)
+from linreg_exp.tracking.recorder import Tracker, Transport, finished
+from linreg_exp.tracking.service import Helper
 
 
 def test_tracking_uri_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -53,12 +65,16 @@ def test_mask_uri_with_a_colon_in_the_password() -> None:
     assert uris.mask_uri("postgresql://u:pa:ss@h:1/d") == "postgresql://u:***@h:1/d"
 
 
-def test_open_experiment_creates_store_and_artifacts_beside_it(store: str, tmp_path: Path) -> None:
-    experiment_id = tracking.open_experiment(store, "linreg")
-    assert tracking.open_experiment(store, "linreg") == experiment_id
+def test_open_store_creates_store_and_artifacts_beside_it(store: str, tmp_path: Path) -> None:
+    _, experiment_id = store_open(store)
+    assert store_open(store)[1] == experiment_id
     experiment = MlflowClient(store).get_experiment(experiment_id)
     assert experiment.name == "linreg"
     assert experiment.artifact_location == (tmp_path / "mlruns").as_uri()
+
+
+def store_open(uri: str) -> tuple[MlflowClient, str]:
+    return mlflow_store.open_store(uri, "linreg")
 
 
 @pytest.mark.parametrize(
@@ -66,147 +82,184 @@ def test_open_experiment_creates_store_and_artifacts_beside_it(store: str, tmp_p
 )
 def test_unusable_store_is_one_clear_line(uri: str) -> None:
     with pytest.raises(TrackingError, match=r"mlflow\.tracking_uri=") as error:
-        tracking.open_experiment(uri, "linreg")
+        store_open(uri)
     assert "\n" not in str(error.value)
 
 
 def test_flatten() -> None:
-    assert tracking.flatten({"a": {"b": 1, "c": {"d": None}}, "e": "x"}) == {
+    assert mlflow_store.flatten({"a": {"b": 1, "c": {"d": None}}, "e": "x"}) == {
         "a.b": 1,
         "a.c.d": None,
         "e": "x",
     }
 
 
-def _status(store: str, run_id: str) -> str:
-    return MlflowClient(store).get_run(run_id).info.status
-
-
-def _history(epochs: int) -> History:
-    return History(
-        loss=[1.0 / (e + 1) for e in range(epochs)],
-        weight=[2.0] * epochs,
-        bias=[float(e) for e in range(epochs)],
-        timestamp_ms=[1_700_000_000_000 + e for e in range(epochs)],
-    )
+def history(epochs: int) -> History:
+    history = History()
+    for epoch in range(epochs):
+        history.append(1.0 / (epoch + 1), 2.0, float(epoch))
+    return history
 
 
 CONFIG = {"optimizer": {"lr": 0.01}, "mlflow": {"experiment_name": "linreg"}}
+TRANSPORTS: dict[str, Callable[[], Transport]] = {"in-process": InProcess, "helper": Helper}
 
 
-@pytest.mark.parametrize("status", ["FINISHED", "FAILED", "KILLED"])
-def test_local_recorder_ends_the_run_with_the_outcome_status(store: str, status: str) -> None:
-    recorder = LocalRecorder(RunTarget(store, "linreg", run_name="t"))
-    recorder.start(RunStart({"k": "v"}, CONFIG))
-    run = recorder.finish(
-        Outcome(status, _history(3), {"final_loss": 0.5}, {"linreg.outcome": "why"})
-    )
-    recorder.close()
+def stream(
+    tracker: Tracker, epochs: int, status: str = "FINISHED", outcome: str = "why", **kwargs: float
+) -> str:
+    """One run of `epochs` epochs through `tracker`; returns its id once it has ended."""
+    run = tracker.start_run(StartRun("t", {"k": "v"}, CONFIG), **kwargs)  # type: ignore[arg-type]
+    for step, (_, loss, weight, bias) in enumerate(history(epochs).sample):
+        run.epoch(step, loss, weight, bias)
+    tags = {"linreg.outcome": outcome}
+    finished(run.finish(FinishRun(status, history(epochs), {"final_loss": 0.5}, tags)))
+    return run.started().run_id
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_run_streams_its_epochs_and_ends_with_its_status(store: str, transport: str) -> None:
+    tracker = Tracker(TRANSPORTS[transport](), Open(store, "linreg"))
+    assert tracker.opened().parent_run_id is None
+    run_ids = [stream(tracker, 3, status) for status in ("FINISHED", "FAILED", "KILLED")]
+    assert tracker.close().summary is None
     client = MlflowClient(store)
-    logged = client.get_run(run.run_id)
-    assert logged.info.status == status and logged.info.run_name == "t"
-    assert logged.data.tags["k"] == "v" and logged.data.tags["linreg.outcome"] == "why"
-    assert logged.data.params["optimizer.lr"] == "0.01"
-    assert logged.data.metrics["final_loss"] == 0.5
-    assert [m.value for m in client.get_metric_history(run.run_id, "bias")] == [0.0, 1.0, 2.0]
-    assert "config.yaml" in [a.path for a in client.list_artifacts(run.run_id)]
+    for run_id, status in zip(run_ids, ("FINISHED", "FAILED", "KILLED"), strict=True):
+        logged = client.get_run(run_id)
+        assert logged.info.status == status and logged.info.run_name == "t"
+        tags = logged.data.tags
+        assert tags["k"] == "v" and tags["linreg.outcome"] == "why"
+        assert tags["mlflow.source.name"] == "linreg_exp" and "mlflow.user" in tags
+        assert logged.data.params["optimizer.lr"] == "0.01"
+        assert logged.data.metrics["final_loss"] == 0.5
+        assert [m.value for m in client.get_metric_history(run_id, "bias")] == [0.0, 1.0, 2.0]
+        assert "config.yaml" in [a.path for a in client.list_artifacts(run_id)]
     assert mlflow.active_run() is None
 
 
+def test_thinned_epochs_still_log_the_last_one(store: str) -> None:
+    tracker = Tracker(InProcess(), Open(store, "linreg"))
+    run_id = stream(tracker, 25, log_every_n_epochs=10)
+    tracker.close()
+    steps = [m.step for m in MlflowClient(store).get_metric_history(run_id, "loss")]
+    assert sorted(steps) == [0, 10, 20, 24]
+
+
+def test_a_batch_sent_twice_is_stored_once(store: str) -> None:
+    session = mlflow_store.Session()
+    session.handle(Open(store, "linreg"))
+    session.handle(StartRun(None, {}, CONFIG))
+    rows = [(step, 1000 + step, 1.0, 2.0, 3.0) for step in range(5)]
+    assert session.handle(Epochs(rows[:3])) == Stored(3)
+    assert session.handle(Epochs(rows)) == Stored(2)
+    assert session.run_id is not None
+    assert len(MlflowClient(store).get_metric_history(session.run_id, "loss")) == 5
+    session.handle(FinishRun("FINISHED", history(5)))
+
+
 def test_a_started_run_that_is_never_finished_ends_killed(store: str) -> None:
-    recorder = LocalRecorder(RunTarget(store, "linreg"))
-    recorder.start(RunStart({}, CONFIG))
-    recorder.close("the job vanished")
-    (run,) = MlflowClient(store).search_runs([tracking.open_experiment(store, "linreg")])
-    assert run.info.status == "KILLED"
-    assert run.data.tags["linreg.failure"] == "the job vanished"
+    tracker = Tracker(InProcess(), Open(store, "linreg"))
+    tracker.start_run(StartRun(None, {}, CONFIG)).epoch(0, 1.0, 2.0, 3.0)
+    tracker.close()
+    (run,) = MlflowClient(store).search_runs([store_open(store)[1]])
+    assert run.info.status == "KILLED" and run.data.tags["linreg.failure"]
 
 
-def test_the_companion_records_the_run_in_its_own_process(store: str) -> None:
-    recorder = CompanionRecorder(RunTarget(store, "linreg"))
-    recorder.start(RunStart({"k": "v"}, CONFIG))
-    run = recorder.finish(Outcome("FINISHED", _history(500), {"final_loss": 0.25}))
-    recorder.close()
-    client = MlflowClient(store)
-    assert client.get_run(run.run_id).info.status == "FINISHED"
-    assert len(client.get_metric_history(run.run_id, "loss")) == 500
+def test_the_helper_ends_the_run_killed_with_its_epochs_when_the_job_vanishes(store: str) -> None:
+    helper = Helper()
+    tracker = Tracker(helper, Open(store, "linreg"))
+    run = tracker.start_run(StartRun(None, {}, CONFIG))
+    for step in range(300):
+        run.epoch(step, 1.0, 2.0, 3.0)
+    run._send()  # the batch is on its way, as after a second of training
+    while tracker.busy or tracker.store_rate is None:
+        time.sleep(0.05)
+    helper.conn.close()  # hang up without a word, as a job killed by SIGKILL would
+    helper.process.wait(60)
+    (logged,) = MlflowClient(store).search_runs([store_open(store)[1]])
+    assert logged.info.status == "KILLED"
+    assert "ended before reporting" in logged.data.tags["linreg.failure"]
+    assert len(MlflowClient(store).get_metric_history(logged.info.run_id, "loss")) == 300
 
 
-def test_the_companion_ends_the_run_killed_when_the_job_vanishes(store: str) -> None:
-    recorder = CompanionRecorder(RunTarget(store, "linreg"))
-    recorder.start(RunStart({}, CONFIG))
-    recorder.close()  # hang up without an outcome, as a job killed by SIGKILL would
-    (run,) = MlflowClient(store).search_runs([tracking.open_experiment(store, "linreg")])
-    assert run.info.status == "KILLED"
-
-
-def test_the_companion_reports_an_unusable_store_before_any_run() -> None:
-    recorder = CompanionRecorder(RunTarget("sqlite:////proc/no/such/dir/mlflow.db", "linreg"))
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_an_unusable_store_is_reported_before_any_run(transport: str) -> None:
+    uri = "sqlite:////proc/no/such/dir/mlflow.db"
+    tracker = Tracker(TRANSPORTS[transport](), Open(uri, "linreg"))
     with pytest.raises(TrackingError, match=r"mlflow\.tracking_uri="):
-        recorder.start(RunStart({}, CONFIG))
-    recorder.close()
+        tracker.opened()
+    tracker.close()
 
 
-def test_a_sweep_companion_records_the_parent_and_each_job(store: str) -> None:
-    assert companion.start_sweep(SweepTarget(store, "linreg", "s", {"linreg.kind": "sweep"}))
-    try:
-        runs = []
-        for status, outcome in [("FINISHED", "completed"), ("FAILED", "diverged")]:
-            recorder = companion.sweep_job_recorder("job", plots=False)
-            assert recorder is not None
-            recorder.start(RunStart({"k": "v"}, CONFIG))
-            tags = {"linreg.outcome": outcome}
-            runs.append(recorder.finish(Outcome(status, _history(500), {"final_loss": 1}, tags)))
-            recorder.close()
-    finally:
-        summary, error = companion.end_sweep(None)
-    assert error is None and summary is not None and "2 jobs, 1 finished, 1 diverged" in summary
+def test_a_sweep_records_the_parent_with_its_first_run_and_summarises_it(store: str) -> None:
+    parent = Parent("s", {"linreg.kind": "sweep"})
+    tracker = Tracker(InProcess(), Open(store, "linreg", parent))
+    assert tracker.opened().parent_run_id is None  # not before a job has started
+    runs = [
+        stream(tracker, 50, *ending)
+        for ending in [("FINISHED", "completed"), ("FAILED", "diverged")]
+    ]
+    closed = tracker.close()
+    assert closed.error is None and closed.summary is not None
+    assert "2 jobs, 1 finished, 1 diverged, 0 failed" in closed.summary
     client = MlflowClient(store)
-    (parent,) = client.search_runs([runs[0].experiment_id], "tags.`linreg.kind` = 'sweep'")
-    assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_total"] == 2
-    for run, status in zip(runs, ["FINISHED", "FAILED"], strict=True):
-        child = client.get_run(run.run_id)
-        assert child.info.status == status
-        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
-        assert len(client.get_metric_history(run.run_id, "loss")) == 500
+    experiment_id = store_open(store)[1]
+    (logged_parent,) = client.search_runs([experiment_id], "tags.`linreg.kind` = 'sweep'")
+    assert logged_parent.info.status == "FINISHED"
+    assert logged_parent.data.metrics["jobs_total"] == 2
+    assert {a.path for a in client.list_artifacts(logged_parent.info.run_id)} == {
+        "summary.csv",
+        "sweep.png",
+    }
+    for run_id in runs:
+        assert client.get_run(run_id).data.tags["mlflow.parentRunId"] == (logged_parent.info.run_id)
 
 
-def test_a_sweep_companion_ends_parent_and_child_killed_when_the_sweep_vanishes(
-    store: str,
-) -> None:
-    assert companion.start_sweep(SweepTarget(store, "linreg", "s"))
-    recorder = companion.sweep_job_recorder(None, plots=False)
-    assert recorder is not None and companion._sweep is not None
-    recorder.start(RunStart({}, CONFIG))
-    link, companion._sweep = companion._sweep, None
-    link.conn.close()  # hang up mid-job, as a sweep killed by SIGKILL would
-    link.process.popen.wait(60)
-    runs = MlflowClient(store).search_runs([tracking.open_experiment(store, "linreg")])
+def test_a_sweep_whose_process_vanishes_leaves_parent_and_child_killed(store: str) -> None:
+    helper = Helper()
+    tracker = Tracker(helper, Open(store, "linreg", Parent("s")))
+    tracker.start_run(StartRun(None, {}, CONFIG)).started()
+    helper.conn.close()
+    helper.process.wait(60)
+    runs = MlflowClient(store).search_runs([store_open(store)[1]])
     assert len(runs) == 2 and {r.info.status for r in runs} == {"KILLED"}
 
 
-def test_a_sweep_companion_stops_the_sweep_on_an_unusable_store(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    assert companion.start_sweep(SweepTarget("sqlite:////proc/no/such/dir/mlflow.db", "l", "s"))
-    recorder = companion.sweep_job_recorder(None, plots=False)
-    assert recorder is not None
-    try:
-        with pytest.raises(SystemExit) as stop:
-            recorder.start(RunStart({}, CONFIG))
-    finally:
-        assert companion.end_sweep("FAILED") == (None, None)
-    assert stop.value.code == 2
-    assert capsys.readouterr().err.startswith("error: mlflow.tracking_uri=")
+class SlowLink:
+    """A real in-process Session behind a link that takes `seconds_per_epoch` for each epoch
+    it carries: a store much slower than training."""
+
+    def __init__(self, seconds_per_epoch: float) -> None:
+        self.inner = InProcess()
+        self.delay = seconds_per_epoch
+        self.stored = 0
+
+    def request(self, message: Request) -> Reply:
+        if isinstance(message, Epochs):
+            time.sleep(self.delay * len(message.rows))
+        reply = self.inner.request(message)
+        if isinstance(reply, Stored):
+            self.stored += reply.count
+        return reply
+
+    def close(self) -> None:
+        self.inner.close()
 
 
-def test_batched_metrics_are_all_stored(store: str) -> None:
-    experiment_id = tracking.open_experiment(store, "linreg")
-    client = MlflowClient(store)
-    run_id = client.create_run(experiment_id).info.run_id
-    metrics = [Metric(key, float(step), 0, step) for step in range(1200) for key in ("a", "b")]
-    tracking.log_metrics_batched(client, run_id, metrics, {f"t{i}": str(i) for i in range(150)})
-    client.set_terminated(run_id)
-    assert client.get_run(run_id).data.tags["t149"] == "149"
-    assert [m.step for m in client.get_metric_history(run_id, "a")] == list(range(1200))
-    assert len(client.get_metric_history(run_id, "b")) == 1200
+def test_training_waits_for_a_slow_store_and_stays_seconds_ahead(store: str) -> None:
+    link = SlowLink(seconds_per_epoch=0.001)  # 1,000 epochs a second
+    tracker = Tracker(link, Open(store, "linreg"))
+    run = tracker.start_run(StartRun(None, {}, CONFIG), log_every_seconds=0.2)
+    step, deadline, most_ahead = 0, time.monotonic() + 6, 0
+    while time.monotonic() < deadline:  # as fast as it can: far faster than the store
+        run.epoch(step, 1.0, 2.0, 3.0)
+        step += 1
+        most_ahead = max(most_ahead, step - link.stored)
+    started = time.monotonic()
+    finished(run.finish(FinishRun("KILLED", History())))
+    catch_up = time.monotonic() - started
+    tracker.close()
+    assert most_ahead <= 4 * tracker.batch_limit + 2 * recorder.FIRST_BATCH
+    assert catch_up < 4.5, catch_up  # a few seconds of the store's time, not minutes
+    assert link.stored == step  # and nothing was dropped
+    assert len(MlflowClient(store).get_metric_history(run.started().run_id, "loss")) == step

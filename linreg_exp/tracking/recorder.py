@@ -1,0 +1,192 @@
+"""The job's side of tracking: one API, wherever MLflow runs.
+
+    tracker = open_tracker(Open(uri, "linreg"))     # tracking/__init__.py picks where
+    tracker.opened()                                # the store is open, or TrackingError
+    run = tracker.start_run(StartRun(...), log_every_n_epochs=1, log_every_seconds=1.0)
+    for each epoch: run.epoch(step, loss, weight, bias)
+    run.finish(FinishRun(...))                      # a Future: wait for it, or not (sweeps)
+    tracker.close()                                 # the sweep's parent, the helper: done
+
+Requests travel in order through a bounded queue to one worker thread, which hands each to the
+transport (the helper's pipe, or a Session in this process) and waits for its reply. So the
+training loop never waits for the store, unless the store falls behind: epochs leave in
+batches every `log_every_seconds`, a batch is capped at about that long of the store's measured
+time, and the queue holds one batch. When the store is slower than training, training waits:
+it is never more than a few seconds of store time ahead, and stopping never means minutes of
+catch-up. Signals reach only the main thread, never the thread writing to the pipe.
+
+Nothing here imports MLflow or torch.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from typing import Protocol, TypeVar
+
+from linreg_exp.errors import TrackingError
+from linreg_exp.tracking.messages import (
+    Close,
+    Closed,
+    Epochs,
+    Failed,
+    Finished,
+    FinishRun,
+    Open,
+    Opened,
+    Reply,
+    Request,
+    Started,
+    StartRun,
+)
+
+FIRST_BATCH = 1000  # epochs in a batch until the store's rate is known
+SMALLEST_BATCH = 50
+BATCH_SECONDS = 1.0  # a full batch is about this long of the store's time
+CLOSE_WAIT_SECONDS = 120  # logging over HTTP with retries can take this long in the worst case
+
+
+class Transport(Protocol):
+    def request(self, message: Request) -> Reply:
+        """Deliver one request and return its reply."""
+
+    def close(self) -> None: ...
+
+
+class Tracker:
+    """Where a job's requests go; shared by the jobs of a sweep run in one process."""
+
+    def __init__(self, transport: Transport, open_request: Open) -> None:
+        self.transport = transport
+        self.tracking_uri = open_request.tracking_uri
+        self.store_rate: float | None = None  # epochs a second, measured on the last batch
+        self._queue: queue.Queue[tuple[Request, Future[Reply]]] = queue.Queue(maxsize=1)
+        self._error: str | None = None  # the first batch of epochs that could not be stored
+        self._worker = threading.Thread(target=self._serve, name="linreg-tracker", daemon=True)
+        self._worker.start()
+        self._opened = self.submit(open_request)
+
+    def submit(self, message: Request) -> Future[Reply]:
+        """Queue a request (waits while the queue is full); its reply comes as a Future."""
+        future: Future[Reply] = Future()
+        self._queue.put((message, future))
+        return future
+
+    @property
+    def busy(self) -> bool:
+        return self._queue.full()
+
+    @property
+    def batch_limit(self) -> int:
+        """Epochs in a full batch: about BATCH_SECONDS of the store's time at its last rate."""
+        if self.store_rate is None:
+            return FIRST_BATCH
+        return max(SMALLEST_BATCH, int(self.store_rate * BATCH_SECONDS))
+
+    def opened(self) -> Opened:
+        """Wait until the store is open; TrackingError (before any run exists) if it cannot be."""
+        return _value(self._opened, Opened)
+
+    def start_run(
+        self, request: StartRun, log_every_n_epochs: int = 1, log_every_seconds: float = 1.0
+    ) -> RunStream:
+        """Create a run; returns at once, the run is created while the job goes on."""
+        return RunStream(self, self.submit(request), log_every_n_epochs, log_every_seconds)
+
+    def close(self, status: str | None = None) -> Closed:
+        """End what is left (the sweep's parent, with `status`), stop the worker and transport."""
+        try:
+            return _value(self.submit(Close(status)), Closed, CLOSE_WAIT_SECONDS)
+        finally:
+            self._worker.join(CLOSE_WAIT_SECONDS)  # it stops after Close
+            self.transport.close()
+
+    def check(self) -> None:
+        """Raise the error that kept a batch of epochs out of the store, if one did."""
+        if self._error is not None:
+            raise TrackingError(f"could not store the epochs: {self._error}")
+
+    def _serve(self) -> None:
+        message: Request | None = None
+        while not isinstance(message, Close):
+            message, future = self._queue.get()
+            started = time.monotonic()
+            try:
+                reply = self.transport.request(message)
+            except BaseException as error:  # the helper is gone: every later request fails too
+                reply = Failed(f"{type(error).__name__}: {error}", user_error=False)
+            if isinstance(message, Epochs):
+                if isinstance(reply, Failed):
+                    self._error = self._error or reply.message
+                else:
+                    self.store_rate = len(message.rows) / max(time.monotonic() - started, 1e-3)
+            future.set_result(reply)
+
+
+class RunStream:
+    """One run's epochs on their way to the store, in batches (see the module docstring)."""
+
+    def __init__(
+        self,
+        tracker: Tracker,
+        started: Future[Reply],
+        log_every_n_epochs: int,
+        log_every_seconds: float,
+    ) -> None:
+        self.tracker = tracker
+        self._started = started
+        self.every_n = log_every_n_epochs
+        self.interval = log_every_seconds
+        self._due = time.monotonic() + log_every_seconds
+        self._rows: list[tuple[int, int, float, float, float]] = []
+        self._skipped: tuple[int, int, float, float, float] | None = None  # the last one thinned
+
+    def started(self) -> Started:
+        return _value(self._started, Started)
+
+    def epoch(self, step: int, loss: float, weight: float, bias: float) -> None:
+        """Queue an epoch for the store. Every change here is one list operation, so a signal
+        arriving in the middle loses nothing and sends nothing twice (the store skips steps it
+        has, in case an interrupted send did go out)."""
+        row = (step, time.time_ns() // 1_000_000, loss, weight, bias)
+        if step % self.every_n:
+            self._skipped = row
+            return
+        self._rows.append(row)
+        if len(self._rows) >= self.tracker.batch_limit:
+            self._send()  # waits while the queue holds a batch: the store is behind
+        elif time.monotonic() >= self._due and not self.tracker.busy:
+            self._send()
+
+    def finish(self, request: FinishRun) -> Future[Reply]:
+        """Send the epochs left (the last one always), then end the run."""
+        if self._skipped is not None and (not self._rows or self._rows[-1] < self._skipped):
+            self._rows.append(self._skipped)
+        if self._rows:
+            self._send()
+        return self.tracker.submit(request)
+
+    def _send(self) -> None:
+        self.tracker.check()
+        self.tracker.submit(Epochs(self._rows))
+        self._rows = []
+        self._due = time.monotonic() + self.interval
+
+
+def finished(future: Future[Reply]) -> Finished:
+    """The run's end, once stored (raises what kept it from being stored)."""
+    return _value(future, Finished)
+
+
+R = TypeVar("R", bound=Reply)
+
+
+def _value(future: Future[Reply], kind: type[R], timeout: float | None = None) -> R:
+    reply = future.result(timeout)
+    if isinstance(reply, Failed):
+        raise TrackingError(reply.message) if reply.user_error else RuntimeError(reply.message)
+    if not isinstance(reply, kind):  # pragma: no cover - a protocol error
+        raise RuntimeError(f"expected {kind.__name__}, got {reply!r}")
+    return reply

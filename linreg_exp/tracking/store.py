@@ -1,0 +1,319 @@
+"""MLflow at the edge: a Session answers the tracking protocol with MlflowClient calls.
+
+A Session belongs to one Tracker and answers its requests in order: open the store, create
+runs, log batches of epochs, end runs with their status, close the sweep's parent. It runs in
+the helper process (service.py) or in the job's own process; either way it is the only code
+that writes to MLflow, and it never leaves a run it created RUNNING.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+from mlflow.tracking import MlflowClient
+from mlflow.tracking.context.registry import resolve_tags
+
+from linreg_exp.errors import LinregError, TrackingError
+from linreg_exp.history import History
+from linreg_exp.tracking import summary
+from linreg_exp.tracking.messages import (
+    FAILED,
+    KILLED,
+    TAG_ERROR,
+    TAG_FAILURE,
+    TAG_OUTCOME,
+    Close,
+    Closed,
+    Epochs,
+    Failed,
+    Finished,
+    FinishRun,
+    Open,
+    Opened,
+    Pictures,
+    Reply,
+    Request,
+    Started,
+    StartRun,
+    Stored,
+    describe_error,
+)
+from linreg_exp.tracking.uris import mask_uri, sqlite_path
+
+log = logging.getLogger(__name__)
+
+SOURCE_NAME = "linreg_exp"  # the UI's Source column: the entry point, not the process logging
+
+# Fail fast on an unreachable server instead of MLflow's default of minutes of retries.
+_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+
+
+class Session:
+    """The MLflow side of one Tracker (see messages.py for the protocol)."""
+
+    def __init__(self) -> None:
+        self.client: MlflowClient | None = None
+        self.request: Open | None = None
+        self.experiment_id = ""
+        self.parent_run_id: str | None = None
+        self.run_id: str | None = None  # the run that is open
+        self.last_step = -1  # the open run's last epoch stored
+        self.failure: str | None = None  # the first outcome that could not be logged
+
+    def handle(self, request: Request) -> Reply:
+        """Answer one request; an error is a Failed reply, and the session goes on."""
+        try:
+            return self._dispatch(request)
+        except LinregError as error:
+            return Failed(str(error), user_error=True)
+        except Exception as error:
+            log.exception("tracking failed on %s", type(request).__name__)
+            return Failed(describe_error(error), user_error=False)
+
+    def _dispatch(self, request: Request) -> Reply:
+        match request:
+            case Open():
+                return self._open(request)
+            case StartRun():
+                return self._start(request)
+            case Epochs():
+                rows = [row for row in request.rows if row[0] > self.last_step]
+                self._client.log_batch(self._open_run, metrics=epoch_metrics(rows))
+                self.last_step = rows[-1][0] if rows else self.last_step
+                return Stored(len(rows))
+            case FinishRun():
+                return self._finish(request)
+            case Close():
+                return self._close(request.status)
+
+    @property
+    def _client(self) -> MlflowClient:
+        if self.client is None:
+            raise TrackingError("the tracking store is not open")
+        return self.client
+
+    @property
+    def _open_run(self) -> str:
+        if self.run_id is None:
+            raise RuntimeError("no run is open")
+        return self.run_id
+
+    def _open(self, request: Open) -> Opened:
+        self.client, self.experiment_id = open_store(request.tracking_uri, request.experiment_name)
+        self.request = request
+        parent = request.parent
+        if parent is not None:
+            self.parent_run_id = parent.run_id
+            if parent.create_at_open and parent.run_id is None:
+                self._create_parent()
+        if request.plots:
+            import linreg_exp.plots  # noqa: F401  (matplotlib, while the job imports torch)
+        return Opened(self.experiment_id, self.parent_run_id)
+
+    def _create_parent(self) -> str:
+        assert self.request is not None and self.request.parent is not None
+        parent = self.request.parent
+        self.parent_run_id = self._client.create_run(
+            self.experiment_id,
+            run_name=parent.run_name,
+            tags={**default_tags(), **parent.tags},
+        ).info.run_id
+        return self.parent_run_id
+
+    def _start(self, request: StartRun) -> Started:
+        if self.run_id is not None:  # a job that never reported: its run must not stay open
+            self._end(KILLED, {TAG_OUTCOME: "interrupted", TAG_FAILURE: "never finished"})
+        if self.request is not None and self.request.parent and self.parent_run_id is None:
+            self._create_parent()
+        tags = {**default_tags(), **request.tags}
+        if self.parent_run_id is not None:
+            tags["mlflow.parentRunId"] = self.parent_run_id
+        run = self._client.create_run(self.experiment_id, run_name=request.run_name, tags=tags)
+        self.run_id, self.last_step = run.info.run_id, -1
+        try:
+            params = [Param(k, str(v)[:6000]) for k, v in flatten(request.config).items()]
+            self._client.log_batch(self.run_id, params=params)
+            self._client.log_dict(self.run_id, request.config, "config.yaml")
+        except BaseException as error:
+            self._end(FAILED, {TAG_OUTCOME: "error", TAG_ERROR: describe_error(error)})
+            raise
+        return Started(self.run_id, self.experiment_id, self.parent_run_id)
+
+    def _finish(self, request: FinishRun) -> Finished:
+        run_id = self._open_run
+        status, extra_tags = request.status, {}
+        try:
+            now = int(time.time() * 1000)
+            metrics = [Metric(k, v, now, 0) for k, v in request.metrics.items()]
+            self._client.log_batch(run_id, metrics=metrics, tags=run_tags(request.tags))
+            if request.pictures is not None and request.history.epochs_done > 0:
+                for path in draw_pictures(request.history, request.pictures):
+                    self._client.log_artifact(run_id, str(path))
+        except BaseException as error:
+            status = FAILED
+            extra_tags = {TAG_OUTCOME: "error", TAG_ERROR: describe_error(error)}
+            self.failure = self.failure or f"could not log a job's outcome: {extra_tags[TAG_ERROR]}"
+            raise
+        finally:
+            self._end(status, extra_tags)
+        return Finished(run_id)
+
+    def _close(self, status: str | None) -> Closed:
+        if self.run_id is not None:
+            self._end(KILLED, {TAG_OUTCOME: "interrupted", TAG_FAILURE: "the job never finished"})
+        text = None
+        if self.parent_run_id is not None and self.request and self.request.parent:
+            if self.failure is not None:
+                status = FAILED
+            parent_id, self.parent_run_id = self.parent_run_id, None
+            text = summary.close_parent(self._client, self.experiment_id, parent_id, status)
+        return Closed(text, self.failure)
+
+    def abort(self, reason: str) -> None:
+        """The job is gone without a word (killed outright): end what it left open, KILLED."""
+        with contextlib.suppress(Exception):
+            if self.run_id is not None:
+                self._end(KILLED, {TAG_OUTCOME: "interrupted", TAG_FAILURE: reason})
+            parent = self.request.parent if self.request else None
+            if self.parent_run_id and parent and parent.run_id is None:  # ours to close
+                summary.close_parent(self._client, self.experiment_id, self.parent_run_id, KILLED)
+
+    def _end(self, status: str, tags: Mapping[str, str]) -> None:
+        run_id, self.run_id = self.run_id, None
+        if run_id is None:
+            return
+        try:
+            if tags:
+                self._client.log_batch(run_id, tags=run_tags(tags))
+        except Exception:  # the status matters more than these tags
+            log.warning("could not tag run %s", run_id, exc_info=True)
+        finally:
+            self._client.set_terminated(run_id, status)
+
+
+def default_tags() -> dict[str, str]:
+    """What MLflow's fluent API would add (user, source type, git commit), named after us."""
+    return {**resolve_tags(), "mlflow.source.name": SOURCE_NAME}
+
+
+def run_tags(tags: Mapping[str, str]) -> list[RunTag]:
+    return [RunTag(key, value[:5000]) for key, value in tags.items()]
+
+
+def epoch_metrics(rows: list[tuple[int, int, float, float, float]]) -> list[Metric]:
+    """Epochs as MLflow metrics with step = epoch."""
+    return [
+        Metric(key, value, timestamp, step)
+        for step, timestamp, loss, weight, bias in rows
+        for key, value in (("loss", loss), ("weight", weight), ("bias", bias))
+    ]
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'optimizer': {'lr': 0.01}} -> {'optimizer.lr': 0.01}, the shape of MLflow params."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def draw_pictures(history: History, pictures: Pictures) -> list[Path]:
+    """loss_curve.png, fit.png and training.gif in the job's output dir."""
+    from linreg_exp import plots
+
+    trajectory = history.trajectory()
+    lines = plots.FitLines(pictures.true, history.final, pictures.optimum)
+    gif = pictures.out_dir / "training.gif"
+    gif.write_bytes(plots.training_gif(pictures.x, pictures.y, trajectory, pictures.frames))
+    return [
+        plots.save_figure(
+            plots.loss_curve(trajectory, pictures.optimum_loss),
+            pictures.out_dir / "loss_curve.png",
+        ),
+        plots.save_figure(
+            plots.fit_figure(pictures.x, pictures.y, lines), pictures.out_dir / "fit.png"
+        ),
+        gif,
+    ]
+
+
+@contextlib.contextmanager
+def _first_open_lock(uri: str) -> Iterator[None]:
+    """Hold a lock beside a SQLite store while opening it: MLflow migrates a new store's schema
+    on first open, and processes that do that at once lose runs or leave the file broken."""
+    db_file = sqlite_path(uri)
+    if db_file is None:
+        yield
+        return
+    try:
+        db_file.parent.mkdir(parents=True, exist_ok=True)
+        lock = os.open(db_file.with_name(f".{db_file.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise TrackingError(
+            f"mlflow.tracking_uri={uri}: cannot create {db_file.parent}: {error.strerror}"
+        ) from error
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(lock)
+
+
+def open_store(uri: str, experiment_name: str) -> tuple[MlflowClient, str]:
+    """Open (creating if new) the store and the experiment; return a client and the id.
+
+    The experiment is looked up and created by id-returning client calls, never
+    `set_experiment`, which can drop runs of concurrent processes into `Default`.
+    """
+    for key, value in _HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    with _first_open_lock(uri):
+        try:
+            client = MlflowClient(uri)
+            return client, _experiment_id(client, uri, experiment_name)
+        except TrackingError:
+            raise
+        except Exception as error:
+            lines = str(error).strip().splitlines() or [type(error).__name__]
+            raise TrackingError(
+                f"mlflow.tracking_uri={mask_uri(uri)}: cannot open the tracking store: {lines[0]}"
+            ) from error
+
+
+def _experiment_id(client: MlflowClient, uri: str, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        db_file = sqlite_path(uri)
+        artifacts = None if db_file is None else (db_file.parent / "mlruns").as_uri()
+        try:
+            return str(client.create_experiment(name, artifacts))
+        except MlflowException as error:  # another process created it meanwhile
+            if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
+            experiment = client.get_experiment_by_name(name)
+    if experiment is None:  # pragma: no cover - deleted between the two calls
+        raise TrackingError(f"experiment {name!r} vanished while opening it")
+    if experiment.lifecycle_stage != "active":
+        raise TrackingError(
+            f"mlflow.experiment_name={name}: the experiment is deleted in {mask_uri(uri)}; "
+            "restore it (mlflow experiments restore) or choose another name"
+        )
+    return str(experiment.experiment_id)

@@ -1,0 +1,152 @@
+"""A sweep's parent run at its end: counts, the best job, summary.csv and sweep.png; closed.
+
+Read back from the store, so it covers every child however it ran (in this process, in joblib
+workers, on SLURM nodes). Loss curves come through MLflow's sampled history: a bounded number of
+points a child, however long it trained.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from collections import Counter
+from pathlib import Path
+
+from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+
+from linreg_exp.tracking.messages import FAILED, FINISHED, KILLED, TAG_OUTCOME
+
+CURVE_POINTS = 500  # points a child's loss curve is drawn from in sweep.png
+
+
+def outcome(run: Run) -> str:
+    """completed, diverged, interrupted or error (a run killed before it could say)."""
+    told = run.data.tags.get(TAG_OUTCOME)
+    if told:
+        return told
+    return {FINISHED: "completed", KILLED: "interrupted"}.get(run.info.status, "error")
+
+
+def _swept_keys(children: list[Run]) -> list[str]:
+    keys = sorted({k for run in children for k in run.data.params})
+    return [k for k in keys if len({run.data.params.get(k) for run in children}) > 1]
+
+
+def close_parent(
+    client: MlflowClient, experiment_id: str, parent_id: str, status: str | None
+) -> str:
+    """Summarise the children on the parent and end it; returns a line for the console.
+
+    `status` None: FINISHED unless a job failed or was interrupted. A summary that cannot be
+    made still ends the parent."""
+    try:
+        return _summarise(client, experiment_id, parent_id, status)
+    except Exception as error:
+        status = status or FAILED
+        client.set_terminated(parent_id, status)
+        return f"sweep {parent_id} {status} (no summary: {type(error).__name__}: {error})"
+
+
+def _summarise(client: MlflowClient, experiment_id: str, parent_id: str, status: str | None) -> str:
+    children = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
+        max_results=50_000,
+        order_by=["attributes.start_time ASC"],
+    )
+    if not children and status is not None:  # stopped before any job ran (a rejected override)
+        client.set_terminated(parent_id, status)
+        client.delete_run(parent_id)  # an empty record of nothing; `mlflow gc` purges it
+        return f"sweep {parent_id} {status} before any job ran: its parent run is deleted"
+    for child in children:  # a job that vanished without a word (SIGKILL, a lost node)
+        if child.info.status == "RUNNING":
+            client.set_terminated(child.info.run_id, KILLED)
+    outcomes = Counter(outcome(run) for run in children)
+    swept = _swept_keys(children)
+    completed = [
+        r for r in children if outcome(r) == "completed" and "final_loss" in r.data.metrics
+    ]
+    metrics: dict[str, float] = {
+        "jobs_total": len(children),
+        "jobs_finished": outcomes["completed"],
+        "jobs_diverged": outcomes["diverged"],
+        "jobs_failed": outcomes["error"],
+        "jobs_killed": outcomes["interrupted"],
+    }
+    params, tags = [], []
+    if completed:
+        best = min(completed, key=lambda r: r.data.metrics["final_loss"])
+        metrics["best_final_loss"] = best.data.metrics["final_loss"]
+        params = [Param(f"best.{key}", best.data.params.get(key, "")) for key in swept]
+        tags = [
+            RunTag("linreg.best_run_id", best.info.run_id),
+            RunTag("linreg.best_command", best.data.tags.get("linreg.command", "")),
+        ]
+    now = int(time.time() * 1000)
+    client.log_batch(parent_id, [Metric(k, v, now, 0) for k, v in metrics.items()], params, tags)
+    client.log_text(parent_id, summary_csv(children, swept), "summary.csv")
+    if children:
+        _log_sweep_figure(client, parent_id, children, swept)
+    if status is None:
+        failed = outcomes["error"] or outcomes["interrupted"]
+        status = RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED)
+    client.set_terminated(parent_id, status)
+    best_text = f"; best final_loss {metrics['best_final_loss']:.6g}" if completed else ""
+    return (
+        f"sweep {parent_id} {status}: {len(children)} jobs, {outcomes['completed']} finished, "
+        f"{outcomes['diverged']} diverged, {outcomes['error']} failed{best_text}"
+    )
+
+
+def _log_sweep_figure(
+    client: MlflowClient, parent_id: str, children: list[Run], swept: list[str]
+) -> None:
+    from linreg_exp import plots
+
+    curves: dict[str, list[tuple[int, float]]] = {run.info.run_id: [] for run in children}
+    # MLflow's sampled read (what its UI charts use); private on the client, public on the store
+    store = client._tracking_client.store
+    sampled = store.get_metric_history_bulk_interval(list(curves), "loss", CURVE_POINTS, None, None)
+    for point in sampled:
+        curves[point.run_id].append((point.step, point.value))
+    jobs = [
+        plots.SweepJob(
+            params=run.data.params,
+            final_loss=run.data.metrics.get("final_loss", math.nan),
+            diverged=outcome(run) == "diverged",
+            loss_curve=sorted(curves[run.info.run_id]),
+        )
+        for run in children
+    ]
+    figure = plots.sweep_figure(jobs, swept)
+    client.log_figure(parent_id, figure, "sweep.png")
+    sweep_dir = client.get_run(parent_id).data.tags.get("linreg.sweep_dir")
+    if sweep_dir and Path(sweep_dir).is_dir():
+        plots.save_figure(figure, Path(sweep_dir) / "sweep.png")
+
+
+def summary_csv(children: list[Run], swept: list[str]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(
+        ["run_id", "overrides", *swept, "final_loss", "final_weight", "final_bias", "status",
+         "outcome"]
+    )  # fmt: skip
+    for run in children:
+        m = run.data.metrics
+        writer.writerow(
+            [
+                run.info.run_id,
+                run.data.tags.get("linreg.overrides", ""),
+                *(run.data.params.get(k, "") for k in swept),
+                m.get("final_loss", ""),
+                m.get("final_weight", ""),
+                m.get("final_bias", ""),
+                run.info.status,
+                outcome(run),
+            ]
+        )
+    return out.getvalue()
