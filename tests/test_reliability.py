@@ -260,9 +260,10 @@ def test_a_failing_job_fails_its_child_and_parent_but_not_the_others(
 
 def run_in_process(overrides: list[str], tmp_path: Path, uri: str) -> float:
     """The job function under a real Hydra composition, without a subprocess."""
-    from linreg_exp.recorder import LocalRecorder, RunTarget
-
     from linreg_exp.experiment import run_experiment
+    from linreg_exp.tracking import InProcess
+    from linreg_exp.tracking.messages import Open
+    from linreg_exp.tracking.recorder import Tracker
 
     register_configs()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):

@@ -176,20 +176,24 @@ class Session:
         if self.run_id is not None:
             self._end(KILLED, {TAG_OUTCOME: "interrupted", TAG_FAILURE: "the job never finished"})
         text = None
-        if self.parent_run_id is not None and self.request and self.request.parent:
+        if self._owns_parent and self.parent_run_id is not None:
             if self.failure is not None:
                 status = FAILED
             parent_id, self.parent_run_id = self.parent_run_id, None
             text = summary.close_parent(self._client, self.experiment_id, parent_id, status)
         return Closed(text, self.failure)
 
+    @property
+    def _owns_parent(self) -> bool:
+        """A sweep's parent is closed by the tracker that created it, not by its jobs'."""
+        return bool(self.request and self.request.parent and self.request.parent.run_id is None)
+
     def abort(self, reason: str) -> None:
         """The job is gone without a word (killed outright): end what it left open, KILLED."""
         with contextlib.suppress(Exception):
             if self.run_id is not None:
                 self._end(KILLED, {TAG_OUTCOME: "interrupted", TAG_FAILURE: reason})
-            parent = self.request.parent if self.request else None
-            if self.parent_run_id and parent and parent.run_id is None:  # ours to close
+            if self._owns_parent and self.parent_run_id is not None:
                 summary.close_parent(self._client, self.experiment_id, self.parent_run_id, KILLED)
 
     def _end(self, status: str, tags: Mapping[str, str]) -> None:
