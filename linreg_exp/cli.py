@@ -29,7 +29,7 @@ from omegaconf.errors import (
 )
 
 from linreg_exp import sweep, tracking
-from linreg_exp.errors import LinregError
+from linreg_exp.errors import LinregError, TrackingError
 from linreg_exp.schema import register_configs, validate
 from linreg_exp.signals import exit_code_for, install_handlers
 
@@ -64,7 +64,8 @@ def hydra_app(cfg: DictConfig) -> float:
             if owned:  # waits until the run has ended: once we exit, it is in the store
                 tracker.close()
     except LinregError as error:
-        if not multirun and not _user_full_error:  # one line, no "Error executing job" preamble
+        # One line, no "Error executing job" preamble; a store no job can use stops a sweep.
+        if (not multirun or isinstance(error, TrackingError)) and not _user_full_error:
             print(f"error: {error}", file=sys.stderr)
             raise SystemExit(2) from error
         log.error("job %s rejected: %s", HydraConfig.get().job.num, error)

@@ -225,6 +225,21 @@ def test_a_sweep_whose_process_vanishes_leaves_parent_and_child_killed(store: st
     assert len(runs) == 2 and {r.info.status for r in runs} == {"KILLED"}
 
 
+def test_the_first_epochs_reach_the_store_within_seconds(store: str) -> None:
+    tracker = Tracker(InProcess(), Open(store, "linreg"))
+    run = tracker.start_run(StartRun(None, {}, CONFIG))
+    run_id = run.started().run_id
+    client, started, step = MlflowClient(store), time.monotonic(), 0
+    while not client.get_metric_history(run_id, "loss"):  # training goes on meanwhile
+        assert time.monotonic() - started < 2.5, "no epoch stored yet"
+        for _ in range(10):
+            run.epoch(step, 1.0, 2.0, 3.0)
+            step += 1
+        time.sleep(0.05)
+    finished(run.finish(FinishRun("FINISHED", History())))
+    tracker.close()
+
+
 class SlowLink:
     """A real in-process Session behind a link that takes `seconds_per_epoch` for each epoch
     it carries: a store much slower than training."""
