@@ -171,9 +171,7 @@ def run_experiment(cfg: DictConfig, tracker: Tracker) -> float:
     if history.stop_reason is StopReason.DIVERGED:
         status = FAILED
         outcome_tags["linreg.diverged_at_epoch"] = str(history.diverged_at_epoch)
-        outcome_tags[TAG_FAILURE] = (
-            f"diverged: loss became non-finite at epoch {history.diverged_at_epoch}"
-        )
+        outcome_tags[TAG_FAILURE] = f"diverged: {history.divergence}"
     pictures = None
     if cfg.plots.enabled:
         x, y = data.sample(PICTURE_POINTS)
@@ -207,8 +205,7 @@ def train(
         epochs = tqdm(epochs, "training", cfg.trainer.epochs, leave=False, unit="epoch",
                       mininterval=0.25)  # fmt: skip
     for step, (loss, weight, bias) in enumerate(epochs):
-        if not math.isfinite(loss):
-            history.stop_reason, history.diverged_at_epoch = StopReason.DIVERGED, step
+        if history.diverges(loss, cfg.trainer.divergence_factor):
             return
         history.append(loss, weight, bias)
         run.epoch(step, loss, weight, bias)
@@ -228,12 +225,8 @@ def _report(
 ) -> None:
     """A short summary for the console and the job's log file."""
     if history.stop_reason is StopReason.DIVERGED:
-        log.warning(
-            "run %s DIVERGED: loss became non-finite at epoch %s (%s); recorded as FAILED",
-            run_id,
-            history.diverged_at_epoch,
-            command,
-        )
+        log.warning("run %s DIVERGED: %s (%s); recorded as FAILED", run_id, history.divergence,
+                    command)  # fmt: skip
         return
     weight, bias = metrics["final_weight"], metrics["final_bias"]
     if multirun:

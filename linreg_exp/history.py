@@ -9,6 +9,7 @@ training stopped. It is pickled to the process that records the run, so it stays
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -43,7 +44,24 @@ class History:
     last: Point | None = None
     stop_reason: StopReason = StopReason.RUNNING
     diverged_at_epoch: int | None = None
+    divergence: str | None = None  # how it diverged, for the run's linreg.failure tag
     capacity: int = SAMPLE_SIZE
+
+    def diverges(self, loss: float, factor: float) -> bool:
+        """Whether this next epoch's loss ends the run as diverged: non-finite, or grown past
+        `factor` times the first epoch's loss (which catches a blow-up long before it
+        overflows, while L1's bounded oscillation at a large learning rate stays in)."""
+        first = self.sample[0][1] if self.sample else None
+        if math.isfinite(loss) and (first is None or first <= 0 or loss <= factor * first):
+            return False
+        self.stop_reason, self.diverged_at_epoch = StopReason.DIVERGED, self.epochs_done
+        self.divergence = (
+            f"loss became non-finite at epoch {self.epochs_done}"
+            if not math.isfinite(loss)
+            else f"loss {loss:.4g} at epoch {self.epochs_done} exceeds {factor:g} x the first "
+            f"epoch's {first:.4g}"
+        )
+        return True
 
     def append(self, loss: float, weight: float, bias: float) -> None:
         epoch = 0 if self.last is None else self.last[0] + 1

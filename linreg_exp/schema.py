@@ -65,6 +65,7 @@ class TrainerConfig:
     epochs: int = 500
     batch_size: int | None = None
     log_every_n_epochs: int = 1
+    divergence_factor: float = 1e4
 
 
 @dataclass
@@ -137,6 +138,12 @@ def validate(cfg: DictConfig) -> None:
         data.x_min < data.x_max, "data.x_min", data.x_min, f"must be < data.x_max={data.x_max}"
     )
     _require(trainer.epochs >= 1, "trainer.epochs", trainer.epochs, "must be an integer >= 1")
+    _require(
+        trainer.divergence_factor > 1,
+        "trainer.divergence_factor",
+        trainer.divergence_factor,
+        "must be > 1",
+    )
     _require(
         trainer.log_every_n_epochs >= 1,
         "trainer.log_every_n_epochs",

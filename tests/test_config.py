@@ -48,8 +48,18 @@ def test_default_config_is_the_tutorial() -> None:
         },
         "device": {"name": "auto"},
         "seed": 0,
-        "trainer": {"epochs": 500, "batch_size": None},
-        "mlflow": {"experiment_name": "linreg", "tracking_uri": None, "run_name": None},
+        "trainer": {
+            "epochs": 500,
+            "batch_size": None,
+            "log_every_n_epochs": 1,
+            "divergence_factor": 10000.0,
+        },
+        "mlflow": {
+            "experiment_name": "linreg",
+            "tracking_uri": None,
+            "run_name": None,
+            "log_every_seconds": 1.0,
+        },
         "plots": {"enabled": True, "frames": 50},
     }
     validate(cfg)

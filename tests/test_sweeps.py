@@ -70,20 +70,22 @@ def test_grid_gives_one_parent_and_a_child_per_job(tmp_path: Path, store: str) -
     assert "job 3:" in result.stdout + result.stderr  # one line per job
 
 
-def test_diverging_job_is_recorded_and_the_sweep_goes_on(tmp_path: Path, store: str) -> None:
-    result = run_cli(["-m", "loss=mse", "optimizer.lr=0.01,0.5", *FAST], tmp_path, store)
+def test_diverging_jobs_are_recorded_and_the_sweep_goes_on(tmp_path: Path, store: str) -> None:
+    result = run_cli(["-m", "loss=mse", "optimizer.lr=0.01,0.03,0.5", *FAST], tmp_path, store)
     assert result.returncode == 0, result.stderr
     parent, children = sweep_runs(store)
     by_lr = {c.data.params["optimizer.lr"]: c for c in children}
     assert by_lr["0.01"].info.status == "FINISHED"
-    diverged = by_lr["0.5"]
-    assert diverged.info.status == "FAILED"
-    assert diverged.data.tags["linreg.outcome"] == "diverged"
-    epoch = int(diverged.data.tags["linreg.diverged_at_epoch"])
-    assert f"epoch {epoch}" in diverged.data.tags["linreg.failure"]
-    assert points(store, diverged, "loss") == epoch
+    for lr, how in [("0.03", "exceeds 10000 x the first epoch's"), ("0.5", "non-finite")]:
+        diverged = by_lr[lr]  # 0.03 blows up to 5e25 without overflowing: the bound catches it
+        assert diverged.info.status == "FAILED"
+        assert diverged.data.tags["linreg.outcome"] == "diverged"
+        epoch = int(diverged.data.tags["linreg.diverged_at_epoch"])
+        assert f"epoch {epoch}" in diverged.data.tags["linreg.failure"]
+        assert how in diverged.data.tags["linreg.failure"]
+        assert points(store, diverged, "loss") == epoch
     assert parent.info.status == "FINISHED"
-    assert parent.data.metrics["jobs_diverged"] == 1 and parent.data.metrics["jobs_finished"] == 1
+    assert parent.data.metrics["jobs_diverged"] == 2 and parent.data.metrics["jobs_finished"] == 1
 
 
 @pytest.mark.parametrize("attempt", range(3))

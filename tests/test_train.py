@@ -74,6 +74,27 @@ def test_a_large_step_blows_up_to_a_non_finite_loss() -> None:
     assert math.isfinite(history.loss[0])
 
 
+def diverged_at(loss: nn.Module, lr: float, factor: float = 1e4) -> int | None:
+    data = make_dataset(DataConfig(), seed=0)
+    history = History()
+    for epoch in fit(data, loss, functools.partial(torch.optim.SGD, lr=lr), 500, None, seed=0):
+        if history.diverges(epoch[0], factor):
+            return history.diverged_at_epoch
+        history.append(*epoch)
+    return None
+
+
+def test_a_blow_up_is_caught_long_before_it_overflows() -> None:
+    """MSE at lr 0.03 ends at loss 5e25 without ever overflowing: the bound catches it."""
+    assert diverged_at(nn.MSELoss(), 0.03) == 86
+    assert diverged_at(nn.MSELoss(), 0.5) is not None  # non-finite, at once
+
+
+@pytest.mark.parametrize("lr", [1.0, 10.0, 100.0])
+def test_l1_oscillating_at_a_large_learning_rate_is_not_divergence(lr: float) -> None:
+    assert diverged_at(nn.L1Loss(), lr) is None
+
+
 def test_mini_batch_is_deterministic_and_learns() -> None:
     first = train(nn.MSELoss(), epochs=30, batch_size=64)
     second = train(nn.MSELoss(), epochs=30, batch_size=64)
