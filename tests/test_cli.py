@@ -13,7 +13,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from tests.conftest import assert_nothing_running, cli_env, run_cli
+from tests.conftest import REPO, assert_nothing_running, cli_env, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -64,8 +64,20 @@ def test_default_run_is_tracked_completely(default_run: tuple[str, Run, Path, st
     tags = run.data.tags
     assert tags["linreg.command"] == "python -m linreg_exp"
     assert tags["linreg.outcome"] == "completed"
+    assert tags["mlflow.source.name"] == "linreg_exp"
     assert "mlflow.parentRunId" not in tags
     assert_nothing_running(uri)
+
+
+def test_a_run_says_which_commit_and_whether_the_tree_had_changes(
+    default_run: tuple[str, Run, Path, str],
+) -> None:
+    tags = default_run[1].data.tags
+    git = ["git", "-C", str(REPO)]
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    changes = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True)
+    assert tags["mlflow.source.git.commit"] == head.strip()
+    assert tags["linreg.git_dirty"] == ("true" if changes.stdout.strip() else "false")
 
 
 def test_default_run_reproduces_the_tutorial(default_run: tuple[str, Run, Path, str]) -> None:

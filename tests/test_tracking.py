@@ -71,6 +71,15 @@ def test_open_store_creates_store_and_artifacts_beside_it(store: str, tmp_path: 
     experiment = MlflowClient(store).get_experiment(experiment_id)
     assert experiment.name == "linreg"
     assert experiment.artifact_location == (tmp_path / "mlruns").as_uri()
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_an_existing_experiment_gets_the_model_training_tag(store: str) -> None:
+    client = MlflowClient(store)
+    experiment_id = client.create_experiment("older")
+    assert mlflow_store.open_store(store, "older")[1] == experiment_id
+    kind = client.get_experiment(experiment_id).tags["mlflow.experimentKind"]
+    assert kind == "custom_model_development"
 
 
 def store_open(uri: str) -> tuple[MlflowClient, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import time
@@ -53,6 +54,8 @@ from linreg_exp.tracking.uris import mask_uri, sqlite_path
 log = logging.getLogger(__name__)
 
 SOURCE_NAME = "linreg_exp"  # the UI's Source column: the entry point, not the process logging
+# MLflow 3's UI opens an experiment with this tag on its model-training pages (not GenAI's).
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 # Fail fast on an unreachable server instead of MLflow's default of minutes of retries.
 _HTTP_DEFAULTS = {
@@ -209,9 +212,22 @@ class Session:
             self._client.set_terminated(run_id, status)
 
 
+@functools.cache
 def default_tags() -> dict[str, str]:
-    """What MLflow's fluent API would add (user, source type, git commit), named after us."""
-    return {**resolve_tags(), "mlflow.source.name": SOURCE_NAME}
+    """What MLflow's fluent API would add (user, source type), named after us, and the git
+    state of linreg_exp's source: its commit and whether the work tree had changes, so the
+    run's reproduce command (linreg.command) is not taken on trust."""
+    tags = {**resolve_tags(), "mlflow.source.name": SOURCE_NAME}
+    source = Path(__file__).resolve().parents[1]
+    try:
+        import git
+
+        repo = git.Repo(source, search_parent_directories=True)
+        tags["mlflow.source.git.commit"] = repo.head.commit.hexsha
+        tags["linreg.git_dirty"] = str(repo.is_dirty(untracked_files=True)).lower()
+    except Exception:  # not a git checkout (an installed wheel), or no git at all
+        tags.pop("mlflow.source.git.commit", None)
+    return tags
 
 
 def run_tags(tags: Mapping[str, str]) -> list[RunTag]:
@@ -308,7 +324,7 @@ def _experiment_id(client: MlflowClient, uri: str, name: str) -> str:
         db_file = sqlite_path(uri)
         artifacts = None if db_file is None else (db_file.parent / "mlruns").as_uri()
         try:
-            return str(client.create_experiment(name, artifacts))
+            return str(client.create_experiment(name, artifacts, tags=EXPERIMENT_TAGS))
         except MlflowException as error:  # another process created it meanwhile
             if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
                 raise
@@ -320,4 +336,7 @@ def _experiment_id(client: MlflowClient, uri: str, name: str) -> str:
             f"mlflow.experiment_name={name}: the experiment is deleted in {mask_uri(uri)}; "
             "restore it (mlflow experiments restore) or choose another name"
         )
+    for key, value in EXPERIMENT_TAGS.items():
+        if key not in experiment.tags:  # an experiment made before this tag, or by hand
+            client.set_experiment_tag(experiment.experiment_id, key, value)
     return str(experiment.experiment_id)
