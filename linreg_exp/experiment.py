@@ -5,6 +5,8 @@ Nothing here imports MLflow: the tracker owns the run, in a helper process or in
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import shlex
@@ -36,6 +38,7 @@ from linreg_exp.tracking.messages import (
     TAG_ERROR,
     TAG_FAILURE,
     TAG_OUTCOME,
+    DatasetInfo,
     FinishRun,
     Pictures,
     StartRun,
@@ -113,6 +116,15 @@ def final_metrics(history: History, ref: Reference, loss_name: str) -> dict[str,
     return values
 
 
+def dataset_info(cfg: DictConfig) -> DatasetInfo:
+    """The data a run trains on, named after its config group option, identified by a hash of
+    what generates it: two runs with the same digest saw the same points."""
+    source = {"data": OmegaConf.to_container(cfg.data, resolve=True), "seed": cfg.seed}
+    digest = hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()[:8]
+    choice = HydraConfig.get().runtime.choices.get("data", "data")
+    return DatasetInfo(f"linreg_{choice}", digest, source)
+
+
 def run_experiment(cfg: DictConfig, tracker: Tracker) -> float:
     """Train and track one job; returns final_loss (inf when it diverged) for sweepers.
 
@@ -144,7 +156,7 @@ def run_experiment(cfg: DictConfig, tracker: Tracker) -> float:
     make_optimizer = instantiate(cfg.optimizer)
     load_optimizer(make_optimizer)
     run = tracker.start_run(
-        StartRun(cfg.mlflow.run_name, tags, container),
+        StartRun(cfg.mlflow.run_name, tags, container, dataset_info(cfg)),
         cfg.trainer.log_every_n_epochs,
         cfg.mlflow.log_every_seconds,
     )

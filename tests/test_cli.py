@@ -66,6 +66,10 @@ def test_default_run_is_tracked_completely(default_run: tuple[str, Run, Path, st
     assert tags["linreg.outcome"] == "completed"
     assert tags["mlflow.source.name"] == "linreg_exp"
     assert "mlflow.parentRunId" not in tags
+    (dataset_input,) = run.inputs.dataset_inputs  # the UI's Dataset column
+    assert dataset_input.dataset.name == "linreg_default"
+    assert '"num_data": 1000' in dataset_input.dataset.source
+    assert [t.value for t in dataset_input.tags] == ["training"]
     assert_nothing_running(uri)
 
 
@@ -147,6 +151,8 @@ def test_mse_matches_least_squares_and_runs_repeat_exactly(tmp_path: Path, store
     assert metrics["final_bias"] == pytest.approx(intercept, abs=1e-3)
     for key in ("loss", "weight", "bias"):
         assert history(store, runs[0].info.run_id, key) == history(store, runs[1].info.run_id, key)
+    digests = {r.inputs.dataset_inputs[0].dataset.digest for r in runs}
+    assert len(digests) == 1  # the same data: one dataset
     assert not [
         a for a in client.list_artifacts(runs[0].info.run_id) if a.path.endswith((".png", ".gif"))
     ]

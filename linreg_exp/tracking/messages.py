@@ -47,12 +47,22 @@ class Open:
 
 
 @dataclass(frozen=True)
+class DatasetInfo:
+    """The run's training data as an MLflow dataset input: runs on the same data share it."""
+
+    name: str
+    digest: str  # identifies the data: a hash of its config and the seed
+    source: dict[str, Any]  # the data config and the seed
+
+
+@dataclass(frozen=True)
 class StartRun:
     """Create a run (a child of the parent, if any) and log its config. Answered by Started."""
 
     run_name: str | None
     tags: dict[str, str]
     config: dict[str, Any]  # the composed config: params (flattened) and config.yaml
+    dataset: DatasetInfo | None = None
 
 
 @dataclass(frozen=True)
