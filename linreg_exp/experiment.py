@@ -156,7 +156,7 @@ def run_experiment(cfg: DictConfig, tracker: Tracker) -> float:
     make_optimizer = instantiate(cfg.optimizer)
     load_optimizer(make_optimizer)
     run = tracker.start_run(
-        StartRun(cfg.mlflow.run_name, tags, container, dataset_info(cfg)),
+        StartRun(sweep.run_name(cfg), tags, container, dataset_info(cfg)),
         cfg.trainer.log_every_n_epochs,
         cfg.mlflow.log_every_seconds,
     )

@@ -18,11 +18,13 @@ import logging
 import os
 import shlex
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
@@ -45,10 +47,49 @@ class _Sweep:
     tracker: Tracker
     in_process: bool  # its jobs run here, one after another, and share its tracker
     pid: int
+    swept: list[str]  # the keys the sweep varies, which name its jobs' runs
     announced: bool = False
 
 
 _sweep: _Sweep | None = None
+
+
+def _split(override: str) -> tuple[str, str]:
+    key, _, value = override.partition("=")
+    return key.lstrip("+~"), value
+
+
+def swept_values(config: DictConfig) -> dict[str, str]:
+    """What a multirun varies, as typed: `optimizer.lr` -> `0.005,0.02` (the sweeper's own
+    search space too, such as Optuna's `params`)."""
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    swept = dict(_split(str(o.input_line)) for o in parsed if o.is_sweep_override())
+    params = config.hydra.sweeper.get("params") or {}
+    return swept | {str(key): str(value) for key, value in params.items()}
+
+
+def short_names(keys: Sequence[str]) -> dict[str, str]:
+    """`optimizer.lr` -> `lr`, unless another key ends the same way."""
+    last = [key.rpartition(".")[2] for key in keys]
+    return {
+        key: tail if last.count(tail) == 1 else key for key, tail in zip(keys, last, strict=True)
+    }
+
+
+def describe(values: dict[str, str]) -> str:
+    """`lr=0.005 loss=l1`: short and, within a sweep, unique."""
+    short = short_names(list(values))
+    return " ".join(f"{short[key]}={value}" for key, value in values.items())
+
+
+def run_name(cfg: DictConfig) -> str | None:
+    """A job's run name: the user's mlflow.run_name, else its swept values (None: MLflow's)."""
+    if cfg.mlflow.run_name:
+        return str(cfg.mlflow.run_name)
+    sweep = _here()
+    swept = sweep.swept if sweep is not None else _sweep_file().get("swept", [])
+    mine = dict(_split(o) for o in HydraConfig.get().overrides.task)
+    return describe({key: mine[key] for key in swept if key in mine}) or None
 
 
 def sweep_open_request(config: DictConfig, create_parent_at_open: bool) -> Open:
@@ -56,7 +97,7 @@ def sweep_open_request(config: DictConfig, create_parent_at_open: bool) -> Open:
     sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
     overrides = [mask_override(o) for o in config.hydra.overrides.task]
     parent = Parent(
-        run_name=config.mlflow.run_name or f"sweep {sweep_dir.parent.name}/{sweep_dir.name}",
+        run_name=config.mlflow.run_name or f"sweep {describe(swept_values(config))}".strip(),
         tags={
             "linreg.kind": "sweep",
             "linreg.sweep_dir": str(sweep_dir),
@@ -100,28 +141,32 @@ def _open_sweep(config: DictConfig) -> None:
     validate(config)  # the values every job shares: reject them before any run exists
     in_process = str(config.hydra.launcher._target_) == BASIC_LAUNCHER
     request = sweep_open_request(config, create_parent_at_open=not in_process)
-    sweep_dir = Path(request.parent.tags["linreg.sweep_dir"]) if request.parent else Path()
-    sweep_dir.mkdir(parents=True, exist_ok=True)
     tracker = tracking.open_tracker(request)
-    _sweep = _Sweep(tracker, in_process, os.getpid())
+    _sweep = _Sweep(tracker, in_process, os.getpid(), list(swept_values(config)))
     if in_process:
         return  # the first job waits for the store; the parent comes with its run
     opened = tracker.opened()  # jobs elsewhere need the parent's id before they start
-    assert opened.parent_run_id is not None
+    sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
     path = sweep_dir / SWEEP_FILE
-    path.write_text(
-        json.dumps(
-            {
-                "tracking_uri": request.tracking_uri,
-                "experiment_name": request.experiment_name,
-                "parent_run_id": opened.parent_run_id,
-            }
-        )
-    )
+    info = {
+        "tracking_uri": request.tracking_uri,
+        "experiment_name": request.experiment_name,
+        "parent_run_id": opened.parent_run_id,
+        "swept": _sweep.swept,
+    }
+    path.write_text(json.dumps(info))
     os.environ[SWEEP_FILE_ENV] = str(path)
-    _sweep.announced = True
-    url = run_url(request.tracking_uri, opened.experiment_id, opened.parent_run_id)
-    log.info("MLflow parent run %s: %s", opened.parent_run_id, url)
+    announce(Started("", opened.experiment_id, opened.parent_run_id), request.tracking_uri)
+
+
+def _sweep_file() -> dict[str, Any]:
+    """What a job launched elsewhere (joblib, submitit) knows of its sweep; {} if none."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return {}
+    path = Path(os.environ.get(SWEEP_FILE_ENV) or Path(hydra_cfg.sweep.dir) / SWEEP_FILE)
+    return dict(json.loads(path.read_text())) if path.is_file() else {}
 
 
 def close_sweep(status: str | None) -> str | None:
@@ -129,8 +174,8 @@ def close_sweep(status: str | None) -> str | None:
 
     Returns the error that kept a job's outcome from being logged, if one did."""
     global _sweep
-    sweep, _sweep = _sweep, None
-    if sweep is None or sweep.pid != os.getpid():
+    sweep, _sweep = _here(), None
+    if sweep is None:
         return None
     try:
         closed = sweep.tracker.close(status)
@@ -142,34 +187,31 @@ def close_sweep(status: str | None) -> str | None:
     return closed.error
 
 
+def _here() -> _Sweep | None:
+    """The sweep opened in this process (not in the launcher a worker was forked from)."""
+    return _sweep if _sweep is not None and _sweep.pid == os.getpid() else None
+
+
 def job_tracker(cfg: DictConfig) -> tuple[Tracker, bool]:
     """The tracker this job records through, and whether the job owns it (must close it)."""
-    if _sweep is not None and _sweep.in_process and _sweep.pid == os.getpid():
-        return _sweep.tracker, False
-    hydra_cfg = HydraConfig.get()
-    request = Open(
-        resolve_tracking_uri(cfg.mlflow.tracking_uri, Path(hydra_cfg.runtime.cwd)),
-        cfg.mlflow.experiment_name,
-        plots=cfg.plots.enabled,
-    )
-    if hydra_cfg.mode == RunMode.MULTIRUN:
-        path = Path(os.environ.get(SWEEP_FILE_ENV) or Path(hydra_cfg.sweep.dir) / SWEEP_FILE)
-        if path.is_file():
-            sweep = json.loads(path.read_text())
-            request = Open(
-                sweep["tracking_uri"],
-                sweep["experiment_name"],
-                Parent(run_id=sweep["parent_run_id"]),
-                plots=cfg.plots.enabled,
-            )
+    sweep = _here()
+    if sweep is not None and sweep.in_process:
+        return sweep.tracker, False
+    if info := _sweep_file():
+        parent = Parent(run_id=info["parent_run_id"])
+        request = Open(info["tracking_uri"], info["experiment_name"], parent, cfg.plots.enabled)
+    else:
+        uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, Path(HydraConfig.get().runtime.cwd))
+        request = Open(uri, cfg.mlflow.experiment_name, plots=cfg.plots.enabled)
     return tracking.open_tracker(request), True
 
 
 def announce(started: Started, tracking_uri: str) -> None:
     """Say once where the sweep's parent run is (with the basic launcher it exists once the
     first job has started)."""
-    if _sweep is None or _sweep.announced or started.parent_run_id is None:
+    sweep = _here()
+    if sweep is None or sweep.announced or started.parent_run_id is None:
         return
-    _sweep.announced = True
+    sweep.announced = True
     url = run_url(tracking_uri, started.experiment_id, started.parent_run_id)
     log.info("MLflow parent run %s: %s", started.parent_run_id, url)

@@ -1,17 +1,22 @@
-"""A real sweep, browsed in Chromium through `mlflow server`: the runs, charts and artifacts a
-user would look at are really there.
+"""Real runs, browsed in Chromium through `mlflow server`: the runs, names, datasets, charts and
+artifacts a user looks at are really there, and a running run's chart grows as it trains.
 
-Notes on MLflow 3.17's UI (React, ag-grid, plotly): an experiment opens in the "GenAI" workflow
-(traces overview) unless `?workflowType=machine_learning` is given, which shows the runs table;
+Notes on MLflow 3.17's UI (React, ag-grid, plotly): an experiment opens on the GenAI pages unless
+the GenAI / Model training switch says otherwise (`?workflowType=machine_learning` sets it; the
+experiment's `mlflow.experimentKind` tag is not consulted in 3.17.2);
 child runs are collapsed under their parent until the expander in its Run Name cell is clicked;
 the run page has role=tab tabs ("Overview", "Model metrics", "Artifacts"); metric charts render
-only near the viewport, hence the chart search box.
+only near the viewport, hence the chart search box. The "Model metrics" charts refetch every
+30 s while "Auto-refresh" is on (the default); a chart is drawn from at most 320 sampled points
+(first and last kept), and plotly's own data (`gd.data`) says which steps it shows.
 """
 
 from __future__ import annotations
 
 import re
+import signal
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +27,8 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, run_cli
-from tests.servers import CHROMIUM, mlflow_server
+from tests.servers import CHROMIUM, MlflowServer, mlflow_server
+from tests.test_reliability import start_endless_run, wait_for_points
 
 pytestmark = pytest.mark.slow
 
@@ -65,19 +71,46 @@ def _sweep_runs(client: MlflowClient) -> tuple[str, Run, list[Run]]:
     return experiment.experiment_id, parents[0], children
 
 
-def test_sweep_in_the_mlflow_ui(tmp_path: Path) -> None:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+@contextmanager
+def _browser(tmp_path: Path) -> Iterator[Any]:
+    """A page in a fresh headless Chromium profile."""
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=30_000)  # the first page load is slow on a busy 2-core machine
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            tempfile.mkdtemp(prefix="chromium-", dir=tmp_path),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1600, "height": 1000},
+        )
+        try:
+            page = context.new_page()
+            page.set_default_timeout(30_000)
+            yield page
+        finally:
+            context.close()
 
+
+@contextmanager
+def _server_on(tmp_path: Path) -> Iterator[tuple[str, MlflowServer]]:
+    """A SQLite store (its schema made first) and a tracking server reading it, still booting."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     MlflowClient(store).search_experiments()  # the schema, before two processes open the file
-    # The server boots (~10 s) while the sweep runs (~20 s): it only reads the store.
     with mlflow_server(
         store, tmp_path / "server.log", default_artifact_root=tmp_path / "mlruns", wait=False
     ) as server:
+        yield store, server
+
+
+def test_sweep_in_the_mlflow_ui(tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    # The server boots (~10 s) while the sweep runs (~20 s): it only reads the store.
+    with _server_on(tmp_path) as (store, server):
         proc = run_cli(
             ["-m", "optimizer.lr=0.01,0.1", f"trainer.epochs={EPOCHS}"],
             tmp_path,
@@ -85,27 +118,66 @@ def test_sweep_in_the_mlflow_ui(tmp_path: Path) -> None:
         )
         assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         experiment_id, parent, children = _sweep_runs(MlflowClient(store))
-        assert parent.info.run_name.startswith("sweep ")
+        assert parent.info.run_name == "sweep lr=0.01,0.1"
+        assert {c.info.run_name for c in children} == {"lr=0.01", "lr=0.1"}
         child = min(children, key=lambda r: float(r.data.params["optimizer.lr"]))
         # the artifacts are files beside the store, which the server reads directly
         assert (tmp_path / "mlruns" / child.info.run_id / "artifacts" / "fit.png").is_file()
         server.wait_healthy()
+        with _browser(tmp_path) as page:
+            _check_runs_table(page, server.url, experiment_id, parent, children, expect)
+            _check_run_page(page, server.url, experiment_id, child, expect)
 
-        with sync_playwright() as playwright:
-            context = playwright.chromium.launch_persistent_context(
-                tempfile.mkdtemp(prefix="chromium-", dir=tmp_path),
-                executable_path=str(CHROMIUM),
-                headless=True,
-                args=CHROMIUM_ARGS,
-                viewport={"width": 1600, "height": 1000},
-            )
-            try:
-                page = context.new_page()
-                page.set_default_timeout(30_000)
-                _check_runs_table(page, server.url, experiment_id, parent, children, expect)
-                _check_run_page(page, server.url, experiment_id, child, expect)
-            finally:
-                context.close()
+
+def test_a_running_runs_chart_grows_while_it_trains(tmp_path: Path) -> None:
+    """The run page a user keeps open: its loss chart gains points at the UI's next refresh."""
+    from playwright.sync_api import expect
+
+    with _server_on(tmp_path) as (store, server):
+        process = start_endless_run(tmp_path, store)
+        try:
+            wait_for_points(tmp_path / "mlflow.db", process, more_than=100)
+            client = MlflowClient(store)
+            experiment = client.get_experiment_by_name("linreg")
+            (run,) = client.search_runs([experiment.experiment_id])
+            server.wait_healthy()
+            with _browser(tmp_path) as page, _screenshot_on_failure(page, "ui-live-chart"):
+                page.clock.install()  # the UI's 30 s refresh timer, fast-forwarded below
+                page.goto(f"{server.url}/#/experiments/{experiment.experiment_id}/runs/"
+                          f"{run.info.run_id}")  # fmt: skip
+                card = _metric_card(page, "loss", expect)
+                first = _last_step_drawn(card)
+                time.sleep(2)  # more epochs reach the store meanwhile
+                page.clock.fast_forward(31_000)
+                deadline = time.monotonic() + 30
+                while (last := _last_step_drawn(card)) <= first:
+                    assert time.monotonic() < deadline, f"the chart stayed at step {last}"
+                    time.sleep(0.25)
+                assert run.info.status == "RUNNING"
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=60)
+
+
+def _metric_card(page: Any, key: str, expect: Any) -> Any:
+    """The "Model metrics" chart of `key`, rendered (charts render only near the viewport)."""
+    page.get_by_role("tab", name="Model metrics").click()
+    expect(page).to_have_url(re.compile(r"/model-metrics"))
+    page.get_by_placeholder("Search metric charts").fill(key)
+    card = page.get_by_test_id("experiment-view-compare-runs-card").filter(
+        has=page.locator(f'h4[title="{key}"]')
+    )
+    card.scroll_into_view_if_needed()
+    expect(card.locator(".js-plotly-plot path.js-line").first).to_have_attribute(
+        "d", re.compile(r"^M[\d.]+,[\d.]+L")
+    )
+    return card
+
+
+def _last_step_drawn(card: Any) -> int:
+    """The last step of the chart's line, from plotly's own data."""
+    plot = card.locator(".js-plotly-plot").first
+    return int(plot.evaluate("gd => gd.data[0].x.at(-1)"))
 
 
 def _check_runs_table(
@@ -113,16 +185,20 @@ def _check_runs_table(
 ) -> None:
     """The experiment page lists the sweep's parent and, once expanded, both children."""
     with _screenshot_on_failure(page, "ui-experiment-runs"):
+        # MLflow 3.17.2's UI opens experiments by its GenAI / Model training switch, not by
+        # their mlflow.experimentKind tag (which we set, for UIs that honour it)
         page.goto(f"{base}/#/experiments/{experiment_id}?workflowType=machine_learning")
         parent_link = page.locator(f'a[href$="/runs/{parent.info.run_id}"]')
         expect(parent_link).to_have_text(parent.info.run_name)
         expect(page.get_by_text(f"{len(children) + 1} matching runs")).to_be_visible()
         # collapsed: only the parent's row; its Run Name cell holds the expand button
         page.get_by_role("gridcell").filter(has=parent_link).get_by_role("button").click()
-        for child in children:
+        for child in children:  # named after what the sweep varies
             expect(page.locator(f'a[href$="/runs/{child.info.run_id}"]')).to_have_text(
                 child.info.run_name
             )
+        dataset = children[0].inputs.dataset_inputs[0].dataset
+        expect(page.get_by_role("gridcell").filter(has_text=dataset.name)).to_have_count(2)
 
 
 def _check_run_page(page: Any, base: str, experiment_id: str, child: Run, expect: Any) -> None:
@@ -138,18 +214,8 @@ def _check_run_page(page: Any, base: str, experiment_id: str, child: Run, expect
             ).to_have_count(1)
 
     with _screenshot_on_failure(page, "ui-run-model-metrics"):
-        page.get_by_role("tab", name="Model metrics").click()
-        expect(page).to_have_url(re.compile(r"/model-metrics"))
-        search = page.get_by_placeholder("Search metric charts")
         for key in SERIES:
-            search.fill(key)  # only charts near the viewport render; bring this one up
-            card = page.get_by_test_id("experiment-view-compare-runs-card").filter(
-                has=page.locator(f'h4[title="{key}"]')
-            )
-            card.scroll_into_view_if_needed()
-            expect(card.locator(".js-plotly-plot path.js-line").first).to_have_attribute(
-                "d", re.compile(r"^M[\d.]+,[\d.]+L")
-            )
+            card = _metric_card(page, key, expect)
             expect(card.locator(".js-plotly-plot path.point")).to_have_count(EPOCHS)
 
     with _screenshot_on_failure(page, "ui-run-artifacts"):
