@@ -35,7 +35,9 @@ from linreg_exp.signals import exit_code_for, install_handlers
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"  # the repo's top-level conf/
+# An installed wheel carries the configs in the package; a checkout has them at its top level.
+_PACKAGED = Path(__file__).resolve().parent / "conf"
+CONFIG_DIR = _PACKAGED if _PACKAGED.is_dir() else _PACKAGED.parent.parent / "conf"
 
 # Hydra flags after which no job runs: no tracking helper is started for them.
 _NO_JOB_FLAGS = frozenset(
