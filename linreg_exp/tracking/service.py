@@ -1,7 +1,7 @@
-"""The helper process: a Session answering one job's (or one sweep's) tracker over a pipe.
+"""Where a tracker's Session runs: in a helper process, or in this one.
 
-`python -m linreg_exp` starts it first thing (`prestart`), so that MLflow's imports and the
-store's opening run beside Hydra's composition and torch's imports instead of after them. It
+`python -m linreg_exp` starts the helper first thing (`prestart`), so that MLflow's imports and
+the store's opening run beside Hydra's composition and torch's imports instead of after them. It
 lives in its own session and ignores SIGINT and SIGTERM: a signal reaches the job, which ends
 its run KILLED through the pipe. If the job dies without a word (even by SIGKILL), the pipe
 closes and the helper ends what the job left open KILLED, keeping every epoch it received.
@@ -19,21 +19,35 @@ from multiprocessing.connection import Connection
 
 from linreg_exp.tracking.messages import Reply, Request
 
-log = logging.getLogger(__name__)
-
 EXIT_WAIT_SECONDS = 30  # after Close the helper has nothing left but to exit
 
 
+class InProcess:
+    """The Session in this process, answering on the tracker's worker thread."""
+
+    def __init__(self) -> None:
+        from linreg_exp.tracking.store import Session
+
+        self.session = Session()
+
+    def request(self, message: Request) -> Reply:
+        return self.session.handle(message)
+
+    def close(self) -> None:
+        """Nothing to hang up: Close has ended what was open."""
+
+
 class Helper:
-    """The helper process and our end of its pipe: a Tracker's transport."""
+    """The helper process and our end of its pipe."""
 
     def __init__(self) -> None:
         ours, theirs = Pipe()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "linreg_exp.tracking.service", str(theirs.fileno())],
+            [sys.executable, "-c", "from linreg_exp.tracking import service; service.main()",
+             str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
             start_new_session=True,  # outside the job's process group: Ctrl-C goes to the job
-        )
+        )  # fmt: skip
         theirs.close()
         self.conn = ours
         self.pid = os.getpid()  # a forked child must not use this pipe
@@ -48,20 +62,14 @@ class Helper:
             ) from None
         return reply
 
-    def close(self) -> None:
-        """Hang up; the helper ends whatever is still open and exits."""
+    def close(self, wait: float = EXIT_WAIT_SECONDS) -> None:
+        """Hang up: the helper ends whatever is still open and exits (killed after `wait`)."""
         self.conn.close()
         try:
-            self.process.wait(EXIT_WAIT_SECONDS)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a store that hangs
+            self.process.wait(wait)
+        except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-
-    def discard(self) -> None:
-        """Stop a helper that was never given a store: it has touched nothing yet."""
-        self.conn.close()
-        self.process.kill()
-        self.process.wait()
 
 
 _prestarted: Helper | None = None
@@ -82,10 +90,11 @@ def take_prestarted() -> Helper | None:
 
 
 def discard_prestarted() -> None:
-    """Stop the prestarted helper if no tracker took it (--help, an error before the run)."""
+    """Stop a helper that no tracker took (--help, an error before any run): it has touched
+    no store yet."""
     helper = take_prestarted()
     if helper is not None:
-        helper.discard()
+        helper.close(wait=0)
 
 
 def serve(conn: Connection) -> None:
@@ -97,10 +106,11 @@ def serve(conn: Connection) -> None:
         while True:
             conn.send(session.handle(conn.recv()))
     except (EOFError, OSError):  # the job hung up: after Close, or killed before it
-        session.abort("the job process ended before reporting its outcome")
+        session.close_all("the job process ended before reporting its outcome")
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """The helper process: serve the pipe whose descriptor is argv[1], then exit at once."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     serve(Connection(int(sys.argv[1])))

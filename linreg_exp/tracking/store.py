@@ -180,9 +180,9 @@ class Session:
             self._end(status, extra_tags)
         return Finished(run_id)
 
-    def _close(self, status: str | None) -> Closed:
+    def _close(self, status: str | None, reason: str = "the job never finished") -> Closed:
         if self.run_id is not None:
-            self._end(KILLED, {TAG_OUTCOME: "interrupted", TAG_FAILURE: "the job never finished"})
+            self._end(KILLED, {TAG_OUTCOME: "interrupted", TAG_FAILURE: reason})
         text = None
         if self._owns_parent and self.parent_run_id is not None:
             if self.failure is not None:
@@ -196,13 +196,10 @@ class Session:
         """A sweep's parent is closed by the tracker that created it, not by its jobs'."""
         return bool(self.request and self.request.parent and self.request.parent.run_id is None)
 
-    def abort(self, reason: str) -> None:
+    def close_all(self, reason: str) -> None:
         """The job is gone without a word (killed outright): end what it left open, KILLED."""
         with contextlib.suppress(Exception):
-            if self.run_id is not None:
-                self._end(KILLED, {TAG_OUTCOME: "interrupted", TAG_FAILURE: reason})
-            if self._owns_parent and self.parent_run_id is not None:
-                summary.close_parent(self._client, self.experiment_id, self.parent_run_id, KILLED)
+            self._close(KILLED, reason)
 
     def _end(self, status: str, tags: Mapping[str, str]) -> None:
         run_id, self.run_id = self.run_id, None
