@@ -9,15 +9,15 @@ that writes to MLflow, and it never leaves a run it created RUNNING.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from mlflow.data.code_dataset_source import CodeDatasetSource
 from mlflow.entities import Dataset as DatasetEntity
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
@@ -284,26 +284,19 @@ def draw_pictures(history: History, pictures: Pictures) -> list[Path]:
     ]
 
 
-@contextlib.contextmanager
-def _first_open_lock(uri: str) -> Iterator[None]:
-    """Hold a lock beside a SQLite store while opening it: MLflow migrates a new store's schema
-    on first open, and processes that do that at once lose runs or leave the file broken."""
+def _first_open_lock(uri: str) -> contextlib.AbstractContextManager[object]:
+    """A lock beside a SQLite store, held while opening it: MLflow migrates a new store's
+    schema on first open, and processes that do that at once lose runs or break the file."""
     db_file = sqlite_path(uri)
     if db_file is None:
-        yield
-        return
+        return contextlib.nullcontext()
     try:
         db_file.parent.mkdir(parents=True, exist_ok=True)
-        lock = os.open(db_file.with_name(f".{db_file.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as error:
         raise TrackingError(
             f"mlflow.tracking_uri={uri}: cannot create {db_file.parent}: {error.strerror}"
         ) from error
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(lock)
+    return FileLock(db_file.with_name(f".{db_file.name}.lock"))
 
 
 def open_store(uri: str, experiment_name: str) -> tuple[MlflowClient, str]:
