@@ -35,6 +35,7 @@ from linreg_exp.tracking.messages import (
     FAILED,
     FINISHED,
     KILLED,
+    TAG_CONFIG_HASH,
     TAG_ERROR,
     TAG_FAILURE,
     TAG_OUTCOME,
@@ -116,6 +117,12 @@ def final_metrics(history: History, ref: Reference, loss_name: str) -> dict[str,
     return values
 
 
+def config_hash(container: dict[str, Any]) -> str:
+    """A job's identity: its composed config, but for where and how it is tracked."""
+    what = {key: value for key, value in container.items() if key != "mlflow"}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def dataset_info(cfg: DictConfig) -> DatasetInfo:
     """The data a run trains on, named after its config group option, identified by a hash of
     what generates it: two runs with the same digest saw the same points."""
@@ -148,7 +155,9 @@ def run_experiment(cfg: DictConfig, tracker: Tracker) -> float:
         tags["linreg.job_num"] = str(hydra_cfg.job.num)
     opened = tracker.opened()  # the store is open (else TrackingError, before any run exists)
     uri = tracker.tracking_uri
+    sweep.announce(opened.experiment_id, opened.parent_run_id, uri, opened.resumed)
     container = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+    tags[TAG_CONFIG_HASH] = config_hash(container)
     container["mlflow"]["tracking_uri"] = uris.mask_uri(uri)
 
     set_cpu_threads(cfg.data.num_data)
@@ -160,6 +169,9 @@ def run_experiment(cfg: DictConfig, tracker: Tracker) -> float:
         cfg.trainer.log_every_n_epochs,
         cfg.mlflow.log_every_seconds,
     )
+    if opened.resumed and (kept := run.started()).kept_loss is not None:
+        log.info("job %s skipped: FINISHED before as run %s", hydra_cfg.job.num, kept.run_id)
+        return kept.kept_loss
     history = History(step=step_kind(loss_fn, cfg.data.num_data, cfg.trainer.batch_size))
     try:  # from here on an error is recorded on the run: FAILED, with the error as a tag
         data = make_dataset(cast(DataConfig, cfg.data), cfg.seed).to(device)
@@ -195,7 +207,7 @@ def run_experiment(cfg: DictConfig, tracker: Tracker) -> float:
     if not multirun:  # a sweep's next job starts while this one is logged
         finished(ending)
     started_run = run.started()
-    sweep.announce(started_run, uri)
+    sweep.announce(started_run.experiment_id, started_run.parent_run_id, uri, resumed=False)
     _report(cfg, history, reference, metrics, uri, opened.experiment_id, started_run.run_id,
             command, multirun)  # fmt: skip
     return math.inf if history.stop_reason is StopReason.DIVERGED else history.final_loss

@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 
 from linreg_exp import tracking
 from linreg_exp.errors import LinregError
-from linreg_exp.tracking.messages import Open, Parent, Started
+from linreg_exp.tracking.messages import Open, Parent
 from linreg_exp.tracking.recorder import Tracker
 from linreg_exp.tracking.uris import mask_override, resolve_tracking_uri, run_url
 
@@ -157,7 +157,7 @@ def _open_sweep(config: DictConfig) -> None:
     }
     path.write_text(json.dumps(info))
     os.environ[SWEEP_FILE_ENV] = str(path)
-    announce(Started("", opened.experiment_id, opened.parent_run_id), request.tracking_uri)
+    announce(opened.experiment_id, opened.parent_run_id, request.tracking_uri, opened.resumed)
 
 
 def _sweep_file() -> dict[str, Any]:
@@ -206,12 +206,13 @@ def job_tracker(cfg: DictConfig) -> tuple[Tracker, bool]:
     return tracking.open_tracker(request), True
 
 
-def announce(started: Started, tracking_uri: str) -> None:
+def announce(experiment_id: str, parent_run_id: str | None, uri: str, resumed: bool) -> None:
     """Say once where the sweep's parent run is (with the basic launcher it exists once the
-    first job has started)."""
+    first job has started, unless an earlier run of the sweep left it)."""
     sweep = _here()
-    if sweep is None or sweep.announced or started.parent_run_id is None:
+    if sweep is None or sweep.announced or parent_run_id is None:
         return
     sweep.announced = True
-    url = run_url(tracking_uri, started.experiment_id, started.parent_run_id)
-    log.info("MLflow parent run %s: %s", started.parent_run_id, url)
+    url = run_url(uri, experiment_id, parent_run_id)
+    resuming = " (resumed: FINISHED jobs are kept, the others run again)" if resumed else ""
+    log.info("MLflow parent run %s%s: %s", parent_run_id, resuming, url)

@@ -37,8 +37,14 @@ tracker.close()
 
 
 def runs_by_status(db: Path) -> dict[str, int]:
+    """Read straight from the file (an MlflowClient would create or migrate a new store)."""
+    if not db.exists():
+        return {}
     with sqlite3.connect(db) as connection:
-        rows = connection.execute("select status, count(*) from runs group by status")
+        try:
+            rows = connection.execute("select status, count(*) from runs group by status")
+        except sqlite3.OperationalError:  # the schema is still being made
+            return {}
         return dict(rows.fetchall())
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,7 @@ def test_grid_gives_one_parent_and_a_child_per_job(tmp_path: Path, store: str) -
     assert metrics["jobs_failed"] == metrics["jobs_diverged"] == 0
     best = min(children, key=lambda c: c.data.metrics["final_loss"])
     assert metrics["best_final_loss"] == best.data.metrics["final_loss"]
-    assert parent.data.params["best.optimizer.lr"] == best.data.params["optimizer.lr"]
+    assert parent.data.tags["best.optimizer.lr"] == best.data.params["optimizer.lr"]
     assert parent.data.tags["linreg.best_run_id"] == best.info.run_id
     assert "optimizer.lr=0.005,0.02" in parent.data.tags["linreg.overrides"]
     client = MlflowClient(store)
@@ -112,7 +113,7 @@ def test_optuna_sweep_logs_trials_and_best_lr(tmp_path: Path, store: str) -> Non
     parent, children = sweep_runs(store)
     assert len(children) == 6
     best = min(children, key=lambda c: c.data.metrics["final_loss"])
-    assert parent.data.params["best.optimizer.lr"] == best.data.params["optimizer.lr"]
+    assert parent.data.tags["best.optimizer.lr"] == best.data.params["optimizer.lr"]
     assert parent.data.tags["linreg.sweeper"] == "OptunaSweeper"
     # a job's reproduce command must not start the search again
     assert all("hparams_search" not in c.data.tags["linreg.command"] for c in children)
@@ -129,3 +130,87 @@ def test_submitit_local_jobs_are_children_of_one_parent(tmp_path: Path, store: s
     parent, children = sweep_runs(store)
     assert len(children) == 2 and parent.info.status == "FINISHED"
     assert all(points(store, c, "loss") == 100 for c in children)
+
+
+# ---- resume: rerunning a sweep's command into its sweep dir
+
+
+def sweep_dir_runs(uri: str, sweep_dir: Path) -> list[Run]:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("linreg")
+    return client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+def test_a_killed_sweep_resumes_keeping_its_finished_jobs(tmp_path: Path, store: str) -> None:
+    from tests.test_concurrency import runs_by_status
+    from tests.test_reliability import start_cli, wait_for_running
+
+    args = ["-m", "trainer.epochs=20,20000", "optimizer.lr=0.01,0.02", "plots.enabled=false",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
+    process = start_cli(args, tmp_path, store)
+    deadline = time.monotonic() + 120
+    while runs_by_status(tmp_path / "mlflow.db").get("FINISHED", 0) < 2:
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    wait_for_running(tmp_path / "mlflow.db", process, count=2)  # the parent and job 2
+    process.kill()  # outright, after two of its four jobs
+    process.communicate(timeout=60)
+    first = {r.info.run_id: r.info.status for r in sweep_dir_runs(store, tmp_path)}
+
+    result = run_cli(args, tmp_path, store, timeout=300)
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert "resumed" in output
+    assert output.count("skipped: FINISHED before") == 2
+    parent, children = sweep_runs(store)
+    assert parent.info.run_id in first and parent.info.status == "FINISHED"
+    kept = [c for c in children if first.get(c.info.run_id) == "FINISHED"]
+    assert len(kept) == 2
+    by_start = sorted(children, key=lambda c: c.info.start_time)
+    latest = {c.data.tags["linreg.config_hash"]: c for c in by_start}  # one per job
+    assert len(latest) == 4 and parent.data.metrics["jobs_total"] == 4
+    assert parent.data.metrics["jobs_finished"] == 4
+    rerun = [c for c in latest.values() if c.info.run_id not in first]
+    assert sorted(c.data.tags["linreg.job_num"] for c in rerun) == ["2", "3"]
+    assert all(points(store, c, "loss") == 20000 for c in rerun)
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_a_resumed_sweep_reruns_its_failed_job_only(
+    tmp_path: Path, store: str, launcher: str
+) -> None:
+    args = ["-m", f"hydra/launcher={launcher}", "loss._target_=torch.nn.L1Loss,torch.nn.NLLLoss",
+            *FAST, f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
+    assert run_cli(args, tmp_path, store).returncode == 1  # the NLLLoss job fails
+    parent, children = sweep_runs(store)
+    assert {c.info.status for c in children} == {"FINISHED", "FAILED"}
+    result = run_cli(args, tmp_path, store)
+    assert result.returncode == 1
+    if launcher == "basic":  # joblib's workers print into their own streams
+        assert "job 0 skipped: FINISHED before" in result.stdout + result.stderr
+    again, children = sweep_runs(store)
+    assert again.info.run_id == parent.info.run_id
+    by_status = sorted((c.info.status, c.data.tags["linreg.job_num"]) for c in children)
+    assert by_status == [("FAILED", "1"), ("FAILED", "1"), ("FINISHED", "0")]
+    assert again.data.metrics["jobs_total"] == 2  # the latest attempt of each job
+
+
+def test_a_sweep_dir_holding_another_sweep_is_refused(tmp_path: Path, store: str) -> None:
+    sweep_dir = f"hydra.sweep.dir={tmp_path / 'sweep'}"
+    assert (
+        run_cli(["-m", "optimizer.lr=0.01,0.02", *FAST, sweep_dir], tmp_path, store).returncode == 0
+    )
+    before = len(sweep_dir_runs(store, tmp_path))
+    result = run_cli(["-m", "optimizer.lr=0.03,0.04", *FAST, sweep_dir], tmp_path, store)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "holds another sweep" in lines[0], result.stderr
+    assert len(sweep_dir_runs(store, tmp_path)) == before
+
+
+def test_an_optuna_search_is_not_resumed(tmp_path: Path, store: str) -> None:
+    args = ["hparams_search=lr_optuna", "hydra.sweeper.n_trials=2", *FAST,
+            f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
+    assert run_cli(args, tmp_path, store).returncode == 0
+    result = run_cli(args, tmp_path, store)
+    assert result.returncode == 2 and "cannot be resumed" in result.stderr

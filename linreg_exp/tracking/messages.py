@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"  # MLflow's RunStatus names
 TAG_ERROR, TAG_FAILURE, TAG_OUTCOME = "linreg.error", "linreg.failure", "linreg.outcome"
+TAG_CONFIG_HASH = "linreg.config_hash"  # a job's identity within its sweep, for resuming it
 
 
 # ---------------------------------------------------------------- requests
@@ -26,9 +27,11 @@ TAG_ERROR, TAG_FAILURE, TAG_OUTCOME = "linreg.error", "linreg.failure", "linreg.
 
 @dataclass(frozen=True)
 class Parent:
-    """A sweep's parent run: created with the sweep's first run (so a sweep rejected before
-    any job leaves none), at once (`create_at_open`: launchers that run jobs elsewhere hand its
-    id to them), or an existing one (`run_id`: a job of a sweep launched elsewhere)."""
+    """A sweep's parent run. The sweep's own tracker reopens the parent an earlier run of the
+    same sweep left in its sweep dir (`linreg.sweep_dir` tag), or creates one: with the first
+    job's run (so a sweep rejected before any job leaves none), or at once (`create_at_open`:
+    launchers that run jobs elsewhere hand its id to them). A job of such a sweep gives the
+    parent's `run_id` and attaches to it."""
 
     run_name: str = ""
     tags: dict[str, str] = field(default_factory=dict)
@@ -57,7 +60,9 @@ class DatasetInfo:
 
 @dataclass(frozen=True)
 class StartRun:
-    """Create a run (a child of the parent, if any) and log its config. Answered by Started."""
+    """Create a run (a child of the parent, if any) and log its config. Answered by Started;
+    in a resumed sweep, by the FINISHED child of the same config (tag TAG_CONFIG_HASH) if one
+    exists, and no run is created."""
 
     run_name: str | None
     tags: dict[str, str]
@@ -115,6 +120,7 @@ Request = Open | StartRun | Epochs | FinishRun | Close
 class Opened:
     experiment_id: str
     parent_run_id: str | None
+    resumed: bool = False  # the parent has FINISHED children from an earlier run of the sweep
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,7 @@ class Started:
     run_id: str
     experiment_id: str
     parent_run_id: str | None
+    kept_loss: float | None = None  # a FINISHED child kept from before: its final loss
 
 
 @dataclass(frozen=True)

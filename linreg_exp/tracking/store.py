@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -20,18 +21,19 @@ from typing import Any
 from filelock import FileLock
 from mlflow.data.code_dataset_source import CodeDatasetSource
 from mlflow.entities import Dataset as DatasetEntity
-from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 
-from linreg_exp.errors import LinregError, TrackingError
+from linreg_exp.errors import ConfigError, LinregError, TrackingError
 from linreg_exp.history import History
 from linreg_exp.tracking import summary
 from linreg_exp.tracking.messages import (
     FAILED,
     KILLED,
+    TAG_CONFIG_HASH,
     TAG_ERROR,
     TAG_FAILURE,
     TAG_OUTCOME,
@@ -44,6 +46,7 @@ from linreg_exp.tracking.messages import (
     FinishRun,
     Open,
     Opened,
+    Parent,
     Pictures,
     Reply,
     Request,
@@ -79,6 +82,7 @@ class Session:
         self.run_id: str | None = None  # the run that is open
         self.last_step = -1  # the open run's last epoch stored
         self.failure: str | None = None  # the first outcome that could not be logged
+        self.resumed = False
 
     def handle(self, request: Request) -> Reply:
         """Answer one request; an error is a Failed reply, and the session goes on."""
@@ -123,12 +127,42 @@ class Session:
         self.request = request
         parent = request.parent
         if parent is not None:
-            self.parent_run_id = parent.run_id
-            if parent.create_at_open and parent.run_id is None:
+            self.parent_run_id = parent.run_id or self._reopen_parent(parent)
+            if self.parent_run_id is None and parent.create_at_open:
                 self._create_parent()
+            self.resumed = bool(self.parent_run_id and self._children("FINISHED", max_results=1))
         if request.plots:
             import linreg_exp.plots  # noqa: F401  (matplotlib, while the job imports torch)
-        return Opened(self.experiment_id, self.parent_run_id)
+        return Opened(self.experiment_id, self.parent_run_id, self.resumed)
+
+    def _children(self, status: str, config_hash: str | None = None, **kwargs: Any) -> list[Run]:
+        query = (
+            f"tags.mlflow.parentRunId = '{self.parent_run_id}' and attributes.status = '{status}'"
+        )
+        if config_hash is not None:
+            query += f" and tags.`{TAG_CONFIG_HASH}` = '{config_hash}'"
+        return list(self._client.search_runs([self.experiment_id], query, **kwargs))
+
+    def _reopen_parent(self, parent: Parent) -> str | None:
+        """The parent an earlier run of this sweep left in the same sweep dir, RUNNING again."""
+        sweep_dir = parent.tags.get("linreg.sweep_dir")
+        query = f"tags.`linreg.kind` = 'sweep' and tags.`linreg.sweep_dir` = '{sweep_dir}'"
+        earlier = self._client.search_runs([self.experiment_id], query, max_results=1)
+        if not earlier:
+            return None
+        tags = earlier[0].data.tags
+        if tags.get("linreg.overrides") != parent.tags.get("linreg.overrides"):
+            raise ConfigError(
+                f"hydra.sweep.dir={sweep_dir} holds another sweep ({tags.get('linreg.overrides')}"
+                "): rerun it with those overrides to resume it, or choose a new hydra.sweep.dir"
+            )
+        if parent.tags.get("linreg.sweeper") == "OptunaSweeper":
+            raise ConfigError(
+                f"hydra.sweep.dir={sweep_dir} holds an Optuna search, which cannot be resumed "
+                "(its study lived in the sweep's memory): choose a new hydra.sweep.dir"
+            )
+        self._client.update_run(earlier[0].info.run_id, status="RUNNING")
+        return str(earlier[0].info.run_id)
 
     def _create_parent(self) -> str:
         assert self.request is not None and self.request.parent is not None
@@ -143,6 +177,11 @@ class Session:
     def _start(self, request: StartRun) -> Started:
         if self.run_id is not None:  # a job that never reported: its run must not stay open
             self._end(KILLED, {TAG_OUTCOME: "interrupted", TAG_FAILURE: "never finished"})
+        config_hash = request.tags.get(TAG_CONFIG_HASH)
+        if self.resumed and config_hash:
+            for kept in self._children("FINISHED", config_hash, max_results=1):
+                loss = kept.data.metrics.get("final_loss", math.inf)
+                return Started(kept.info.run_id, self.experiment_id, self.parent_run_id, loss)
         if self.request is not None and self.request.parent and self.parent_run_id is None:
             self._create_parent()
         tags = {**default_tags(), **request.tags}

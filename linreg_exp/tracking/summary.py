@@ -14,10 +14,17 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
+from mlflow.entities import Metric, Run, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
-from linreg_exp.tracking.messages import FAILED, FINISHED, KILLED, TAG_OUTCOME
+from linreg_exp.tracking.messages import (
+    FAILED,
+    FINISHED,
+    KILLED,
+    TAG_CONFIG_HASH,
+    TAG_FAILURE,
+    TAG_OUTCOME,
+)
 
 CURVE_POINTS = 500  # points a child's loss curve is drawn from in sweep.png
 
@@ -50,20 +57,35 @@ def close_parent(
         return f"sweep {parent_id} {status} (no summary: {type(error).__name__}: {error})"
 
 
-def _summarise(client: MlflowClient, experiment_id: str, parent_id: str, status: str | None) -> str:
-    children = client.search_runs(
+def children_of(client: MlflowClient, experiment_id: str, parent_id: str) -> list[Run]:
+    """The parent's children, the latest attempt of each job (a resumed sweep reruns its
+    FAILED and KILLED jobs as new children of the same config hash)."""
+    runs = client.search_runs(
         [experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
         max_results=50_000,
         order_by=["attributes.start_time ASC"],
     )
+    latest = {run.data.tags.get(TAG_CONFIG_HASH, run.info.run_id): run for run in runs}
+    return list(latest.values())
+
+
+def _summarise(client: MlflowClient, experiment_id: str, parent_id: str, status: str | None) -> str:
+    children = children_of(client, experiment_id, parent_id)
     if not children and status is not None:  # stopped before any job ran (a rejected override)
         client.set_terminated(parent_id, status)
         client.delete_run(parent_id)  # an empty record of nothing; `mlflow gc` purges it
         return f"sweep {parent_id} {status} before any job ran: its parent run is deleted"
-    for child in children:  # a job that vanished without a word (SIGKILL, a lost node)
-        if child.info.status == "RUNNING":
-            client.set_terminated(child.info.run_id, KILLED)
+    vanished = [child for child in children if child.info.status == "RUNNING"]
+    for child in vanished:  # a job gone without a word (SIGKILL, OOM killer, a lost node)
+        reason = "the job vanished: still RUNNING when its sweep ended"
+        client.log_batch(
+            child.info.run_id,
+            tags=[RunTag(TAG_OUTCOME, "interrupted"), RunTag(TAG_FAILURE, reason)],
+        )
+        client.set_terminated(child.info.run_id, KILLED)
+    if vanished:
+        children = children_of(client, experiment_id, parent_id)
     outcomes = Counter(outcome(run) for run in children)
     swept = _swept_keys(children)
     completed = [
@@ -76,17 +98,16 @@ def _summarise(client: MlflowClient, experiment_id: str, parent_id: str, status:
         "jobs_failed": outcomes["error"],
         "jobs_killed": outcomes["interrupted"],
     }
-    params, tags = [], []
-    if completed:
+    tags = []
+    if completed:  # tags, not params: a resumed sweep's best may change, and params cannot
         best = min(completed, key=lambda r: r.data.metrics["final_loss"])
         metrics["best_final_loss"] = best.data.metrics["final_loss"]
-        params = [Param(f"best.{key}", best.data.params.get(key, "")) for key in swept]
-        tags = [
+        tags = [RunTag(f"best.{key}", best.data.params.get(key, "")) for key in swept] + [
             RunTag("linreg.best_run_id", best.info.run_id),
             RunTag("linreg.best_command", best.data.tags.get("linreg.command", "")),
         ]
     now = int(time.time() * 1000)
-    client.log_batch(parent_id, [Metric(k, v, now, 0) for k, v in metrics.items()], params, tags)
+    client.log_batch(parent_id, [Metric(k, v, now, 0) for k, v in metrics.items()], tags=tags)
     client.log_text(parent_id, summary_csv(children, swept), "summary.csv")
     if children:
         _log_sweep_figure(client, parent_id, children, swept)
