@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm import tqdm
 
-from linreg_exp import sweep
+from linreg_exp import signals, sweep
 from linreg_exp.baseline import closed_form_optimum, least_squares
 from linreg_exp.data import Dataset, make_dataset
 from linreg_exp.history import History, LinearParams, StopReason
@@ -39,6 +39,7 @@ from linreg_exp.tracking.messages import (
     TAG_ERROR,
     TAG_FAILURE,
     TAG_OUTCOME,
+    TAG_STOPPED_BY,
     DatasetInfo,
     FinishRun,
     Pictures,
@@ -178,10 +179,11 @@ def run_experiment(cfg: DictConfig, tracker: Tracker) -> float:
         reference = compute_reference(data, cfg.data, cfg.loss, loss_fn)
         started = time.perf_counter()
         train(cfg, data, loss_fn, make_optimizer, history, run)
-    except KeyboardInterrupt:  # an interrupted or failed run keeps the epochs it computed
+    except KeyboardInterrupt as stop:  # an interrupted or failed run keeps the epochs it computed
         history.stop_reason = StopReason.INTERRUPTED
         print(f"\nlinreg_exp: interrupted after {history.epochs_done} epochs", file=sys.stderr)
-        run.finish(FinishRun(KILLED, history, tags={TAG_OUTCOME: "interrupted"}))
+        stopped_by = {TAG_OUTCOME: "interrupted", TAG_STOPPED_BY: signals.describe(stop)}
+        run.finish(FinishRun(KILLED, history, tags=stopped_by))
         raise  # closing the tracker waits until the run has ended
     except Exception as error:
         error_tags = {TAG_OUTCOME: "error", TAG_ERROR: describe_error(error)}

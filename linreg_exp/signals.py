@@ -1,14 +1,27 @@
-"""Turn SIGTERM (and SIGINT) into an exception, so runs end KILLED with their metrics stored."""
+"""Signals that stop a job become an exception, so its run ends KILLED with its epochs stored.
+
+SIGINT and SIGTERM, and under SLURM its early warning (SIGUSR2: the time limit is near, or the
+job is being preempted; submitit asks for it), raise `Interrupted` in the main thread. An
+inherited SIG_IGN is kept (a shell's background job ignores SIGINT). A handler that a job
+wrapper installed before us is replaced: submitit's ignores SIGTERM ("Bypassing signal
+SIGTERM"), which keeps a cancelled job training until SLURM's SIGKILL loses its run.
+"""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import threading
 from types import FrameType
 
+# SIGUSR2 with less time left than this is the time limit's warning (submitit asks for it 90 s
+# before, hydra-submitit-launcher 120 s: signal_delay_s), else it is a preemption.
+LIMIT_WARNING_SECONDS = 600
+
 
 class Interrupted(KeyboardInterrupt):
-    """Raised in the main thread when the process receives SIGINT or SIGTERM."""
+    """Raised in the main thread when the process receives a stopping signal."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
@@ -25,14 +38,38 @@ def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
 
 
 def install_handlers() -> None:
-    """Route SIGINT and SIGTERM through `Interrupted` (main thread only; idempotent)."""
+    """Route the stopping signals through `Interrupted` (main thread only; idempotent)."""
     if threading.current_thread() is not threading.main_thread():
         return
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
+    stopping = [signal.SIGINT, signal.SIGTERM]
+    if "SLURM_JOB_ID" in os.environ:
+        stopping.append(signal.SIGUSR2)
+    for signum in stopping:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, _raise_interrupted)
 
 
 def exit_code_for(error: BaseException) -> int:
     """128 + signal number for an interruption; Ctrl-C without our handler counts as SIGINT."""
     return error.exit_code if isinstance(error, Interrupted) else 128 + signal.SIGINT
+
+
+def describe(error: BaseException) -> str:
+    """What stopped the job, for its run's tags: the signal, and for SLURM's warning whether the
+    time limit is near (SLURM's own count of the time left) or the job is being preempted."""
+    signum = error.signum if isinstance(error, Interrupted) else signal.SIGINT
+    if signum != signal.SIGUSR2:
+        return signal.Signals(signum).name
+    try:
+        left = subprocess.run(
+            ["squeue", "-h", "-j", os.environ["SLURM_JOB_ID"], "-o", "%L"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError, KeyError):
+        return "SLURM: time limit or preemption"
+    parts = [int(p) for p in left.replace("-", ":").split(":") if p.isdigit()]  # [d-]h:m:s
+    seconds_left = sum(
+        p * unit for p, unit in zip(reversed(parts), (1, 60, 3600, 86400), strict=False)
+    )
+    near = bool(parts) and seconds_left <= LIMIT_WARNING_SECONDS
+    return "SLURM: time limit" if near else "SLURM: preemption"

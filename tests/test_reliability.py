@@ -219,6 +219,7 @@ def test_signal_ends_the_run_killed_with_every_epoch_done(
     (run,) = client.search_runs([client.get_experiment_by_name("linreg").experiment_id])
     assert run.info.status == "KILLED"
     assert run.data.tags["linreg.outcome"] == "interrupted"
+    assert run.data.tags["linreg.stopped_by"] == signum.name
     for key in ("loss", "weight", "bias"):
         steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
         assert steps == list(range(done)), f"{key}: {len(steps)} of {done} epochs stored"

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"  # MLflow's RunStatus names
 TAG_ERROR, TAG_FAILURE, TAG_OUTCOME = "linreg.error", "linreg.failure", "linreg.outcome"
+TAG_STOPPED_BY = "linreg.stopped_by"  # what interrupted a KILLED run: SIGINT, SLURM: time limit
 TAG_CONFIG_HASH = "linreg.config_hash"  # a job's identity within its sweep, for resuming it
 
 
