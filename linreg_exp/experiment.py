@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shlex
 import sys
 import time
@@ -118,6 +119,17 @@ def final_metrics(history: History, ref: Reference, loss_name: str) -> dict[str,
     return values
 
 
+def job_logs() -> list[str]:
+    """submitit's stdout and stderr of this job, when a submitit launcher runs it (locally or
+    on SLURM): attached to its run, so its output is found beside its metrics."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return []
+    import submitit
+
+    paths = submitit.JobEnvironment().paths
+    return [str(paths.stdout), str(paths.stderr)]
+
+
 def config_hash(container: dict[str, Any]) -> str:
     """A job's identity: its composed config, but for where and how it is tracked."""
     what = {key: value for key, value in container.items() if key != "mlflow"}
@@ -183,11 +195,11 @@ def run_experiment(cfg: DictConfig, tracker: Tracker) -> float:
         history.stop_reason = StopReason.INTERRUPTED
         print(f"\nlinreg_exp: interrupted after {history.epochs_done} epochs", file=sys.stderr)
         stopped_by = {TAG_OUTCOME: "interrupted", TAG_STOPPED_BY: signals.describe(stop)}
-        run.finish(FinishRun(KILLED, history, tags=stopped_by))
+        run.finish(FinishRun(KILLED, history, tags=stopped_by, logs=job_logs()))
         raise  # closing the tracker waits until the run has ended
     except Exception as error:
         error_tags = {TAG_OUTCOME: "error", TAG_ERROR: describe_error(error)}
-        run.finish(FinishRun(FAILED, history, tags=error_tags))
+        run.finish(FinishRun(FAILED, history, tags=error_tags, logs=job_logs()))
         raise
 
     metrics = final_metrics(history, reference, cfg.loss.name)
@@ -205,7 +217,7 @@ def run_experiment(cfg: DictConfig, tracker: Tracker) -> float:
         pictures = Pictures(
             x, y, reference.true, optimum, reference.optimum_loss, cfg.plots.frames, output_dir
         )
-    ending = run.finish(FinishRun(status, history, metrics, outcome_tags, pictures))
+    ending = run.finish(FinishRun(status, history, metrics, outcome_tags, pictures, job_logs()))
     if not multirun:  # a sweep's next job starts while this one is logged
         finished(ending)
     started_run = run.started()

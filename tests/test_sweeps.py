@@ -130,6 +130,10 @@ def test_submitit_local_jobs_are_children_of_one_parent(tmp_path: Path, store: s
     parent, children = sweep_runs(store)
     assert len(children) == 2 and parent.info.status == "FINISHED"
     assert all(points(store, c, "loss") == 100 for c in children)
+    client = MlflowClient(store)
+    for child in children:  # submitit's stdout and stderr of the job, beside its metrics
+        logs = [a.path for a in client.list_artifacts(child.info.run_id, "logs")]
+        assert sorted(p.rsplit("_", 1)[-1] for p in logs) == ["log.err", "log.out"], logs
 
 
 # ---- resume: rerunning a sweep's command into its sweep dir

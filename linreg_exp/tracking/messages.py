@@ -101,6 +101,7 @@ class FinishRun:
     metrics: dict[str, float] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     pictures: Pictures | None = None
+    logs: list[str] = field(default_factory=list)  # files attached under logs/ (submitit's)
 
 
 @dataclass(frozen=True)

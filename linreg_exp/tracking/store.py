@@ -210,6 +210,9 @@ class Session:
             if request.pictures is not None and request.history.epochs_done > 0:
                 for path in draw_pictures(request.history, request.pictures):
                     self._client.log_artifact(run_id, str(path))
+            for log_file in request.logs:
+                if Path(log_file).is_file():
+                    self._client.log_artifact(run_id, log_file, "logs")
         except BaseException as error:
             status = FAILED
             extra_tags = {TAG_OUTCOME: "error", TAG_ERROR: describe_error(error)}
