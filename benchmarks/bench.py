@@ -8,8 +8,9 @@ repetitions; a target is judged on the median. Writes benchmarks/results.md.
     .venv/bin/python benchmarks/bench.py [--quick] [--only 1,2,...] [--no-write]
 
 Sections: 1 whole process (default run vs benchmarks/bare_tutorial.py), 2 training loop per
-epoch, 3 MLflow logging of one run's history, 4 a 16-job lr grid, 5 mini-batch epochs,
-6 peak memory. Child processes get a throw-away sqlite store and output dirs in a temp dir.
+epoch, 3 streaming epochs to MLflow (a run's batches against MLflow's own store; the sustained
+store rate), 4 a 16-job lr grid, 5 mini-batch epochs, 6 peak memory, 7 stopping a long run with
+SIGTERM. Child processes get a throw-away sqlite store and output dirs in a temp dir.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import importlib.metadata
 import io
 import os
 import platform
+import re
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -44,7 +47,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from linreg_exp.data import Dataset, make_dataset
 from linreg_exp.history import History
 from linreg_exp.schema import DataConfig
-from linreg_exp.train import fit, set_cpu_threads
+from linreg_exp.train import fit, set_cpu_threads, step_kind
 
 REPO = Path(__file__).resolve().parent.parent
 BARE = REPO / "benchmarks" / "bare_tutorial.py"
@@ -66,11 +69,14 @@ class Mode:
     loop_sizes: tuple[tuple[int, int], ...]  # section 2: (num_data, epochs)
     log_sample: int  # section 3: per-value calls timed, scaled to all 1500 values
     log_reps: int  # section 3
+    stream_seconds: float  # section 3: epochs streamed as fast as a loop can, per store
     mini_batch_reps: int
     mini_batch_epochs: int
     grid_jobs: int
     grid_reps: int
     big_points: int  # section 6
+    stop_reps: int  # section 7
+    stop_after_seconds: float  # section 7: training (from the first loss stored) before SIGTERM
 
 
 FULL = Mode(
@@ -81,11 +87,14 @@ FULL = Mode(
     loop_sizes=((1_000, 500), (100_000, 100), (1_000_000, 20), (10_000_000, 5)),
     log_sample=300,
     log_reps=9,
+    stream_seconds=10.0,
     mini_batch_reps=2,
     mini_batch_epochs=2,
     grid_jobs=16,
     grid_reps=2,
     big_points=100_000_000,
+    stop_reps=2,
+    stop_after_seconds=15.0,
 )
 QUICK = Mode(
     name="quick",
@@ -95,11 +104,14 @@ QUICK = Mode(
     loop_sizes=((1_000, 200), (100_000, 50), (1_000_000, 10)),
     log_sample=60,
     log_reps=2,
+    stream_seconds=4.0,
     mini_batch_reps=1,
     mini_batch_epochs=1,
     grid_jobs=4,
     grid_reps=1,
     big_points=20_000_000,  # above baseline.LAD_MAX_POINTS, as 1e8 is
+    stop_reps=1,
+    stop_after_seconds=6.0,
 )
 
 
@@ -229,22 +241,52 @@ def run_child(args: Sequence[str], cwd: Path, env: dict[str, str], log: Path) ->
     return Child(float(seconds), int(peak))
 
 
-def companion_peak_mib(args: Sequence[str], cwd: Path, env: dict[str, str]) -> float:
-    """Peak RSS of a single run's MLflow companion process (ru_maxrss above reports only the
+# In the command line of a job's MLflow helper process (`-m linreg_exp.tracking.service`, or
+# `-c "from linreg_exp.tracking import service; service.main()"`).
+HELPER_MARKS = (b"linreg_exp.tracking.service", b"linreg_exp.tracking import service")
+
+
+def proc_status_kib(pid: int, field: str) -> int | None:
+    """A /proc/<pid>/status memory field (VmHWM: peak RSS, VmRSS: now) in KiB; None once the
+    process is gone (or a zombie, which has no memory fields)."""
+    with suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+    return None
+
+
+def helper_of(job_pid: int) -> int | None:
+    """The pid of the job's MLflow helper process: its child running linreg_exp.tracking.service
+    (a child of this job, not of another process running beside the bench)."""
+    for status in Path("/proc").glob("[0-9]*/status"):
+        with suppress(OSError, ValueError):
+            cmdline = (status.parent / "cmdline").read_bytes()
+            if not any(mark in cmdline for mark in HELPER_MARKS):
+                continue
+            for line in status.read_text().splitlines():
+                if line.startswith("PPid:") and int(line.split()[1]) == job_pid:
+                    return int(status.parent.name)
+    return None
+
+
+def helper_peak_mib(args: Sequence[str], cwd: Path, env: dict[str, str]) -> float:
+    """Peak RSS of a single run's MLflow helper process (ru_maxrss above reports only the
     largest process, the job), read from /proc while the run goes on."""
     process = subprocess.Popen(
         args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+    helper: int | None = None
     peak_kib = 0
     while process.poll() is None:
-        for status in Path("/proc").glob("[0-9]*/status"):
-            with suppress(OSError):
-                cmdline = (status.parent / "cmdline").read_bytes()
-                if b"linreg_exp.companion" in cmdline:
-                    for line in status.read_text().splitlines():
-                        if line.startswith("VmHWM:"):
-                            peak_kib = max(peak_kib, int(line.split()[1]))
+        helper = helper or helper_of(process.pid)
+        if helper is not None:
+            peak_kib = max(peak_kib, proc_status_kib(helper, "VmHWM") or 0)
         time.sleep(0.05)
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} exited {process.returncode}")
+    if helper is None:
+        raise RuntimeError(f"{' '.join(args)}: no MLflow helper process found (HELPER_MARKS)")
     return peak_kib / 1024
 
 
@@ -295,7 +337,7 @@ def whole_process(mode: Mode, work: Path) -> list[Row]:
         if rep < mode.new_store_reps:
             new_bare.append(results["bare"][-1])
 
-    companion_mib = companion_peak_mib(cli(f"hydra.run.dir={root}/companion"), root, env)
+    helper_mib = helper_peak_mib(cli(f"hydra.run.dir={root}/helper"), root, env)
 
     def secs(name: str) -> list[float]:
         return [c.seconds for c in results[name]]
@@ -340,7 +382,7 @@ def whole_process(mode: Mode, work: Path) -> list[Row]:
             "MiB",
             None,
             f"plots off: {statistics.median(mib(results['noplots'])):.0f} MiB; the job process"
-            f" only: its MLflow companion process peaks at {companion_mib:.0f} MiB beside it",
+            f" only: its MLflow helper process peaks at {helper_mib:.0f} MiB beside it",
         ),
     ]
 
@@ -435,8 +477,13 @@ def analytic_floor(x: torch.Tensor, y: torch.Tensor, epochs: int) -> None:
 def project_fit(
     x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int | None = None
 ) -> History:
+    """train.fit's epochs into a History, as a job keeps them (streaming them aside)."""
     sgd = functools.partial(torch.optim.SGD, lr=LR)
-    return fit(Dataset(x, y), nn.L1Loss(), sgd, epochs, batch_size, 0, History())
+    loss_fn = nn.L1Loss()
+    history = History(step=step_kind(loss_fn, x.shape[0], batch_size))
+    for loss, weight, bias in fit(Dataset(x, y), loss_fn, sgd, epochs, batch_size, 0):
+        history.append(loss, weight, bias)
+    return history
 
 
 def seconds_of(fn: Callable[[], object]) -> float:
@@ -456,7 +503,7 @@ def training_loop(mode: Mode) -> list[Row]:
         data = make_dataset(DataConfig(num_data=num_data), seed=0)
         x, y = data.x, data.y
         set_cpu_threads(num_data)  # as run_experiment does, for every variant
-        step = getattr(project_fit(x, y, 2), "step", "autograd")  # warm-up (torch._dynamo)
+        step = project_fit(x, y, 2).step  # warm-up (torch._dynamo)
         eager_loop(x, y, 2)
         analytic_floor(x, y, 2)
         times: dict[str, list[float]] = {"fit": [], "eager": [], "floor": []}
@@ -469,7 +516,9 @@ def training_loop(mode: Mode) -> list[Row]:
             for name, run in rotated(variants, rep):
                 gc.collect()
                 times[name].append(seconds_of(run) / epochs * 1e6)
-        note = f"{torch.get_num_threads()} thread(s), fit's step: {step}"
+        note = (
+            f"{torch.get_num_threads()} thread(s), fit's step: {step}; fit's epochs into a History"
+        )
         label = size_label(num_data)
         rows.append(
             Row(
@@ -606,26 +655,139 @@ def tracking_server(root: Path, timeout: float = 120) -> Iterator[str]:
             os.killpg(server.pid, signal.SIGKILL)
 
 
+def epoch_rows(epochs: int) -> list[tuple[int, int, float, float, float]]:
+    """A default run's epochs as a tracker sends them: (step, ms timestamp, loss, weight, bias)."""
+    data = make_dataset(DataConfig(), seed=0)
+    set_cpu_threads(1_000)
+    sgd = functools.partial(torch.optim.SGD, lr=LR)
+    return [
+        (step, time.time_ns() // 1_000_000, loss, weight, bias)
+        for step, (loss, weight, bias) in enumerate(fit(data, nn.L1Loss(), sgd, epochs, None, 0))
+    ]
+
+
+def answer(reply: object, kind: type[T]) -> T:
+    """The Session's reply, or the error it reports."""
+    if not isinstance(reply, kind):
+        raise RuntimeError(f"expected {kind.__name__}, got {reply!r}")
+    return reply
+
+
+@dataclass(frozen=True)
+class Stream:
+    epochs: int  # submitted by the loop
+    stored: int  # epochs the store acknowledged
+    seconds: float  # first epoch to the finish's completion
+    batches: int
+    max_ahead: int  # epochs submitted minus epochs stored, at most (sampled)
+
+    @property
+    def rate(self) -> float:
+        """Epochs stored a second."""
+        return self.stored / self.seconds
+
+
+def stream_epochs(uri: str, seconds: float) -> Stream:
+    """A real Tracker (its Session in this process) fed epochs as fast as a loop can call
+    run.epoch for `seconds`, then finished: the store's sustained rate under a run's batching."""
+    from linreg_exp.tracking import InProcess
+    from linreg_exp.tracking.messages import FinishRun, Open, Reply, Request, StartRun, Stored
+    from linreg_exp.tracking.recorder import Tracker, finished
+
+    class Counting(InProcess):
+        """InProcess, counting the epochs the store acknowledged."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.stored = self.batches = 0
+
+        def request(self, message: Request) -> Reply:
+            reply = super().request(message)
+            if isinstance(reply, Stored):
+                self.stored += reply.count
+                self.batches += 1
+            return reply
+
+    transport = Counting()
+    tracker = Tracker(transport, Open(uri, "bench-stream"))
+    with redirect_stdout(io.StringIO()):  # MLflow prints the run's URL
+        try:
+            tracker.opened()
+            run = tracker.start_run(StartRun(None, {}, {}))
+            run.started()
+            step = max_ahead = 0
+            started = time.perf_counter()
+            deadline = started + seconds
+            while True:
+                run.epoch(step, 1.0 / (step + 1), 2.0, 3.0)
+                step += 1
+                if step % 16 == 0:
+                    max_ahead = max(max_ahead, step - transport.stored)
+                    if step % 256 == 0 and time.perf_counter() >= deadline:
+                        break
+            finished(run.finish(FinishRun("FINISHED", History())))
+            elapsed = time.perf_counter() - started
+        finally:
+            tracker.close()
+    return Stream(step, transport.stored, elapsed, transport.batches, max_ahead)
+
+
+def store_rate_direct(uri: str, seconds: float, batch: int) -> float:
+    """Epochs a second that MLflow's store takes when called directly, back to back, with
+    `batch`-epoch batches on one run for `seconds`: the floor of the sustained rate."""
+    from linreg_exp.tracking.messages import FinishRun, Open, Opened, Started, StartRun
+    from linreg_exp.tracking.store import Session, epoch_metrics
+
+    session = Session()
+    answer(session.handle(Open(uri, "bench-stream")), Opened)
+    run_id = answer(session.handle(StartRun(None, {}, {})), Started).run_id
+    assert session.client is not None
+    store = session.client._tracking_client.store
+    step = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        now = time.time_ns() // 1_000_000
+        metrics = epoch_metrics([(step + i, now, 1.0 / (step + i + 1), 2.0, 3.0)
+                                 for i in range(batch)])  # fmt: skip
+        for i in range(0, len(metrics), 1000):
+            store.log_batch(run_id, metrics=metrics[i : i + 1000], params=[], tags=[])
+        step += batch
+    elapsed = time.perf_counter() - started
+    with redirect_stdout(io.StringIO()):  # MLflow prints the run's URL
+        session.handle(FinishRun("FINISHED", History()))
+    return step / elapsed
+
+
 def logging_cost(mode: Mode, work: Path) -> list[Row]:
     from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
 
-    from linreg_exp import tracking
+    from linreg_exp.tracking.messages import (
+        Epochs,
+        Finished,
+        FinishRun,
+        Open,
+        Opened,
+        Started,
+        StartRun,
+        Stored,
+    )
+    from linreg_exp.tracking.store import Session, epoch_metrics
 
     root = work / "logging"
     root.mkdir()
-    data = make_dataset(DataConfig(), seed=0)
-    set_cpu_threads(1_000)
-    metrics = tracking.history_metrics(project_fit(data.x, data.y, 500))
+    epochs = 500  # the default run: it sends them all in one batch (FIRST_BATCH, < 1 s)
+    rows = epoch_rows(epochs)
+    metrics = epoch_metrics(rows)
     sample = max(1, min(mode.log_sample, len(metrics)))
+    chunk = 1000  # MLflow's MAX_METRICS_PER_BATCH, as MlflowClient.log_batch splits
 
-    def batched(client: MlflowClient, run_id: str) -> float:
-        return seconds_of(lambda: tracking.log_metrics_batched(client, run_id, metrics))
+    def through_session(session: Session, run_id: str) -> float:
+        return seconds_of(lambda: answer(session.handle(Epochs(rows)), Stored))
 
-    def store_direct(client: MlflowClient, run_id: str) -> float:
+    def store_direct(session: Session, run_id: str) -> float:
         """The floor: MLflow's own store, called without the client (private API, bench only)."""
-        store = client._tracking_client.store
-        chunk = tracking.MAX_METRICS_PER_BATCH
+        assert session.client is not None
+        store = session.client._tracking_client.store
 
         def log_direct() -> None:
             for i in range(0, len(metrics), chunk):
@@ -633,7 +795,9 @@ def logging_cost(mode: Mode, work: Path) -> list[Row]:
 
         return seconds_of(log_direct)
 
-    def per_value(client: MlflowClient, run_id: str) -> float:
+    def per_value(session: Session, run_id: str) -> float:
+        assert session.client is not None
+        client = session.client
         part: list[Metric] = metrics[:sample]
 
         def log_each() -> None:
@@ -642,69 +806,91 @@ def logging_cost(mode: Mode, work: Path) -> list[Row]:
 
         return seconds_of(log_each) * len(metrics) / sample
 
-    rows: list[Row] = []
+    result: list[Row] = []
     progress("3: starting a local mlflow server")
     with tracking_server(root) as server_url:
         stores = [
-            ("SQLite", f"sqlite:///{root / 'mlflow.db'}", 0.2),
-            ("local HTTP server", server_url, 1.0),
+            ("SQLite", f"sqlite:///{root / 'mlflow.db'}"),
+            ("local HTTP server", server_url),
         ]
-        for name, uri, limit in stores:
+        for name, uri in stores:
             progress(f"3: logging to {name}, {mode.log_reps} repetitions")
-            experiment_id = tracking.open_experiment(uri, "bench")  # schema created here
-            client = MlflowClient(uri)
-            warm = client.create_run(experiment_id).info.run_id
-            tracking.log_metrics_batched(client, warm, metrics[:30])
-            client.log_metric(warm, "warm", 1.0)
-            times: dict[str, list[float]] = {"batched": [], "each": [], "store": []}
-            variants: list[tuple[str, Callable[[MlflowClient, str], float]]] = [
-                ("batched", batched),
+            session = Session()
+            answer(session.handle(Open(uri, "bench")), Opened)  # schema created here
+
+            def new_run(session: Session = session) -> str:
+                return answer(session.handle(StartRun(None, {}, {})), Started).run_id
+
+            def end_run(session: Session = session) -> None:
+                with redirect_stdout(io.StringIO()):  # MLflow prints the run's URL
+                    answer(session.handle(FinishRun("FINISHED", History())), Finished)
+
+            new_run()  # warm-up: every path once
+            answer(session.handle(Epochs(rows[:10])), Stored)
+            end_run()
+            times: dict[str, list[float]] = {"session": [], "each": [], "store": []}
+            variants: list[tuple[str, Callable[[Session, str], float]]] = [
+                ("session", through_session),
                 ("each", per_value),
                 ("store", store_direct),
             ]
             for rep in range(mode.log_reps):
                 for key, fn in rotated(variants, rep):
-                    run_id = client.create_run(experiment_id).info.run_id
-                    times[key].append(fn(client, run_id))
-                    with redirect_stdout(io.StringIO()):  # MLflow prints the run's URL
-                        client.set_terminated(run_id)
-            note = f"per-value time: {sample} calls timed, scaled to {len(metrics)}"
-            rows.append(
+                    run_id = new_run()
+                    times[key].append(fn(session, run_id))
+                    end_run()
+            calls = -(-len(metrics) // chunk)
+            result += [
                 Row(
                     3,
-                    f"log 500 epochs x 3 metrics, {name}: log_metrics_batched vs "
-                    "log_metric per value",
-                    times["batched"],
+                    f"log {epochs} epochs x 3 metrics, {name}: through the Session (one Epochs "
+                    f"batch of {epochs}, as the default run sends them) vs MLflow's store called "
+                    "directly with the same metrics (the floor)",
+                    times["session"],
+                    times["store"],
+                    "s",
+                    Target(1.1, True, "≤ 1.1x"),
+                    f"{calls} store.log_batch call(s) each side; the floor skips the Session and "
+                    "MlflowClient (their checks and copies); the rest is the store's",
+                ),
+                Row(
+                    3,
+                    f"log {epochs} epochs x 3 metrics, {name}: through the Session vs "
+                    "MlflowClient.log_metric per value",
+                    times["session"],
                     times["each"],
                     "s",
                     None,
-                    note,
-                )
-            )
-            rows.append(
+                    f"per-value time: {sample} calls timed, scaled to {len(metrics)}",
+                ),
+            ]
+            progress(f"3: streaming epochs to {name} for {mode.stream_seconds:g} s")
+            stream = stream_epochs(uri, mode.stream_seconds)
+            if stream.stored != stream.epochs:
+                raise RuntimeError(f"{name}: {stream.epochs} epochs sent, {stream.stored} stored")
+            batch = round(stream.stored / stream.batches)
+            progress(f"3: MLflow's store directly, {batch}-epoch batches for the same time")
+            floor = store_rate_direct(uri, stream.seconds, batch)
+            ahead_s = stream.max_ahead / stream.rate
+            result.append(
                 Row(
                     3,
-                    f"log 500 epochs x 3 metrics, {name}: log_metrics_batched vs MLflow's "
-                    "store called directly (the floor)",
-                    times["batched"],
-                    times["store"],
-                    "s",
-                    None,
-                    "the floor skips MlflowClient (its checks and copies); the rest is the store's",
-                )
-            )
-            rows.append(
-                Row(
-                    3,
-                    f"log 500 epochs x 3 metrics, {name}: seconds a run (batched)",
-                    times["batched"],
+                    f"sustained store rate, {name}: metric points/s stored (epochs/s in the "
+                    "note), a loop calling run.epoch as fast as it can",
+                    [3 * stream.rate],
                     [],
-                    "s",
-                    Target(limit, False, f"≤ {limit:g} s"),
-                    f"{-(-len(metrics) // tracking.MAX_METRICS_PER_BATCH)} log_batch call(s)",
+                    "points/s",
+                    None,
+                    f"{stream.rate:.0f} epochs/s: {stream.stored} epochs stored in "
+                    f"{stream.seconds:.1f} s (first epoch to the run's end) in {stream.batches} "
+                    "batches, through Tracker(InProcess()) with the defaults (log_every_n_epochs=1,"
+                    f" log_every_seconds=1.0); MLflow's store called directly, back to back, "
+                    f"{batch}-epoch batches on one run as long: {3 * floor:.0f} points/s "
+                    f"({floor:.0f} epochs/s); training was at most {stream.max_ahead} epochs "
+                    f"≈ {ahead_s:.1f} s of store time ahead of the store",
                 )
             )
-    return rows
+    return result
 
 
 # ---------------------------------------------------------------- 4: the grid
@@ -762,7 +948,7 @@ def grid(mode: Mode, work: Path) -> list[Row]:
             times["separate"],
             "s",
             Target(0.2, True, "≤ 0.2x") if jobs == 16 else None,
-            f"jobs in one process, MLflow in its companion; one process a job: {per_job:.1f} s",
+            f"jobs in one process, MLflow in its helper; one process a job: {per_job:.1f} s",
         ),
         Row(
             4,
@@ -772,6 +958,184 @@ def grid(mode: Mode, work: Path) -> list[Row]:
             "s",
             None,
             "",
+        ),
+    ]
+
+
+# ---------------------------------------------------------------- 7: stopping a long run
+
+
+def store_count(db: Path, sql: str, *args: object) -> int:
+    """One number from a job's sqlite store, read-only; 0 while it (or its schema) is not there."""
+    if not db.exists():
+        return 0
+    with suppress(sqlite3.Error):
+        connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return int(connection.execute(sql, args).fetchone()[0])
+        finally:
+            connection.close()
+    return 0
+
+
+@dataclass(frozen=True)
+class LongRun:
+    stop_seconds: float  # SIGTERM to the job's exit
+    trained_seconds: float  # first loss point stored to SIGTERM
+    epochs: int  # the job's "interrupted after N epochs"
+    stored_at_signal: int  # loss points in the store when the signal went
+    job_peak_mib: float
+    helper_peak_mib: float
+    rss_mid_mib: tuple[float, float]  # job, helper: midway through training
+    rss_end_mib: tuple[float, float]  # job, helper: at SIGTERM
+    check: str  # what the store holds afterwards, against what the job printed
+
+
+def long_run(mode: Mode, work: Path, rep: int) -> LongRun:
+    """`python -m linreg_exp trainer.epochs=1e8`, SIGTERM after mode.stop_after_seconds of
+    training: how long it takes to exit, and the memory of the job and its helper meanwhile."""
+    root = work / "long" / str(rep)
+    root.mkdir(parents=True)
+    db = root / "mlflow.db"
+    env = child_env(f"sqlite:///{db}")
+    args = cli("trainer.epochs=100000000", "plots.enabled=false", f"hydra.run.dir={root}/run")
+    err_log = root / "stderr.log"
+    losses = "select count(*) from metrics where key = 'loss'"
+    with err_log.open("wb") as err:
+        job = subprocess.Popen(  # our process group: SIGTERM reaches the job, as from a shell
+            args,
+            cwd=root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=False,
+        )
+    helper: int | None = None
+    peaks = [0, 0]  # KiB: job, helper
+
+    def sample() -> tuple[float, float]:
+        """Update the peaks; RSS now (MiB) of the job and its helper."""
+        nonlocal helper
+        helper = helper or helper_of(job.pid)
+        now = [0.0, 0.0]
+        for i, pid in enumerate((job.pid, helper)):
+            if pid is not None:
+                peaks[i] = max(peaks[i], proc_status_kib(pid, "VmHWM") or 0)
+                now[i] = (proc_status_kib(pid, "VmRSS") or 0) / 1024
+        return now[0], now[1]
+
+    def fail(what: str) -> RuntimeError:
+        with suppress(ProcessLookupError):
+            job.kill()
+        job.wait()
+        return RuntimeError(f"{what}:\n{err_log.read_text(errors='replace')[-3000:]}")
+
+    deadline = time.monotonic() + 180
+    while store_count(db, losses) == 0:  # the run exists and its first batch is stored
+        sample()
+        if job.poll() is not None:
+            raise fail(f"the long run exited {job.returncode} before storing an epoch")
+        if time.monotonic() > deadline:
+            raise fail("the long run stored no epoch in 180 s")
+        time.sleep(0.1)
+    first = time.perf_counter()
+    stop_at = first + mode.stop_after_seconds
+    mid: tuple[float, float] | None = None
+    while (now := time.perf_counter()) < stop_at:
+        rss = sample()
+        if mid is None and now >= first + mode.stop_after_seconds / 2:
+            mid = rss
+        if job.poll() is not None:
+            raise fail(f"the long run exited {job.returncode} while training")
+        time.sleep(0.1)
+    end = sample()
+    stored_at_signal = store_count(db, losses)
+    signalled = time.perf_counter()
+    job.send_signal(signal.SIGTERM)
+    while job.poll() is None:
+        sample()
+        if time.perf_counter() - signalled > 120:
+            raise fail("the long run did not exit within 120 s of SIGTERM")
+        time.sleep(0.02)
+    stop_seconds = time.perf_counter() - signalled
+    if helper is None:
+        raise fail("no MLflow helper process found beside the long run (HELPER_MARKS)")
+    text = err_log.read_text(errors="replace")
+    printed = re.search(r"interrupted after (\d+) epochs", text)
+    epochs = int(printed.group(1)) if printed else -1
+    runs = store_count(db, "select count(*) from runs")
+    killed = store_count(db, "select count(*) from runs where status = 'KILLED'")
+    stored = store_count(db, losses)
+    steps = store_count(db, "select count(distinct step) from metrics where key = 'loss'")
+    ok = job.returncode == 128 + signal.SIGTERM and runs == killed == 1 and stored == epochs
+    check = (
+        f"{'ok' if ok and steps == stored else 'MISMATCH'}: exit {job.returncode}, "
+        f"{killed}/{runs} run(s) KILLED, {stored} loss points ({steps} steps) stored for "
+        f"{epochs} epochs printed"
+    )
+    return LongRun(
+        stop_seconds=stop_seconds,
+        trained_seconds=signalled - first,
+        epochs=epochs,
+        stored_at_signal=stored_at_signal,
+        job_peak_mib=peaks[0] / 1024,
+        helper_peak_mib=peaks[1] / 1024,
+        rss_mid_mib=mid or end,
+        rss_end_mib=end,
+        check=check,
+    )
+
+
+def stopping(mode: Mode, work: Path, small_run_mib: float | None) -> list[Row]:
+    runs: list[LongRun] = []
+    for rep in range(mode.stop_reps):
+        progress(
+            f"7: long run {rep + 1}/{mode.stop_reps}: SIGTERM after "
+            f"{mode.stop_after_seconds:g} s of training"
+        )
+        runs.append(long_run(mode, work, rep))
+
+    def span(values: Sequence[float], fmt: str = ".0f") -> str:
+        low, high = min(values), max(values)
+        return f"{low:{fmt}}" if f"{low:{fmt}}" == f"{high:{fmt}}" else f"{low:{fmt}}-{high:{fmt}}"
+
+    epochs = span([r.epochs for r in runs])
+    behind = [r.epochs - r.stored_at_signal for r in runs]
+    checks = "; ".join(r.check for r in runs)
+    rss = "; ".join(
+        f"job {r.rss_mid_mib[0]:.0f} → {r.rss_end_mib[0]:.0f} MiB, helper "
+        f"{r.rss_mid_mib[1]:.0f} → {r.rss_end_mib[1]:.0f} MiB"
+        for r in runs
+    )
+    small = (
+        f"; a 500-epoch default run peaks at {small_run_mib:.0f} MiB (first §6 row)"
+        if small_run_mib is not None
+        else ""
+    )
+    return [
+        Row(
+            7,
+            f"stopping a long run: SIGTERM to exit, after {mode.stop_after_seconds:g} s of "
+            f"training ({epochs} epochs) of `trainer.epochs=1e8 plots.enabled=false`",
+            [r.stop_seconds for r in runs],
+            [],
+            "s",
+            Target(5.0, False, "≤ 5 s"),
+            f"the store was {span(behind)} epochs behind the job at SIGTERM (loss points "
+            f"polled); afterwards: {checks}",
+        ),
+        Row(
+            6,
+            f"peak RSS of a long streaming run ({epochs} epochs before SIGTERM): the job "
+            "(its helper: in the note)",
+            [r.job_peak_mib for r in runs],
+            [],
+            "MiB",
+            None,
+            f"its MLflow helper process peaks at {span([r.helper_peak_mib for r in runs])} "
+            f"MiB; RSS midway → at SIGTERM: {rss}: flat, so a longer run stays at these peaks"
+            f"{small}",
         ),
     ]
 
@@ -802,7 +1166,7 @@ def load() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-SECTIONS = (1, 2, 3, 4, 5, 6)
+SECTIONS = (1, 2, 3, 4, 5, 6, 7)
 
 
 def main() -> None:
@@ -832,6 +1196,8 @@ def main() -> None:
             rows += [r for r in process_rows if r.section in only]
         if 4 in only:
             rows += grid(mode, work)
+        if 6 in only or 7 in only:
+            rows += [r for r in stopping(mode, work, small_run_mib) if r.section in only]
         if 6 in only:
             rows += big_memory(mode, work, small_run_mib)
     rows.sort(key=lambda r: r.section)
@@ -851,6 +1217,15 @@ def main() -> None:
         "- Section 1 runs against a throw-away sqlite store that already exists (created by a "
         "warm-up run) unless it says NEW; section 3's per-value baseline is timed on a sample of "
         "calls and scaled.",
+        "- Section 3 calls the Session (the code that writes to MLflow) in this process, and "
+        "streams through a Tracker with the Session in this process (`InProcess`); "
+        "`python -m linreg_exp` runs the same Session in its MLflow helper process. The sustained "
+        f"rate is one run of ≈ {mode.stream_seconds:g} s a store, timed from its first epoch to "
+        "its end stored; its floor is MLflow's store called directly for as long.",
+        f"- Section 7 starts `python -m linreg_exp trainer.epochs=100000000 plots.enabled=false` "
+        "on a new sqlite store, polls the store until the first loss point is there, lets it "
+        f"train {mode.stop_after_seconds:g} s more, sends SIGTERM and times until the process "
+        "exits; its §6 row reads VmHWM / VmRSS in /proc of the job and of its helper meanwhile.",
         "",
         HEADER,
         *(row.markdown() for row in rows),
