@@ -37,11 +37,16 @@ run: install
 test: install-dev system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## system-deps: Debian's chromium (browser test) and PostgreSQL 15 (server test), if missing
+## system-deps: Debian's chromium (browser test), PostgreSQL 15 (server test) and SLURM with
+## accounting (tests/slurm.py: slurmctld slurmd slurmdbd munge mariadb), if missing
 system-deps:
 	@missing=""; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium chromium-driver"; \
 	[ -x /usr/lib/postgresql/15/bin/initdb ] || missing="$$missing postgresql-15"; \
+	for f in /usr/sbin/slurmctld /usr/sbin/slurmd /usr/bin/sbatch /usr/sbin/munged \
+	  /usr/sbin/slurmdbd /usr/sbin/mariadbd /usr/bin/mariadb-install-db; do \
+	  [ -x $$f ] || { missing="$$missing slurmctld slurmd slurm-client munge slurmdbd mariadb-server"; break; }; \
+	done; \
 	if [ -n "$$missing" ]; then \
 	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	  echo "installing with apt-get:$$missing"; \

@@ -101,6 +101,13 @@ def describe_config_error(error: BaseException) -> str:
     return "; ".join(lines[:2]) or type(error).__name__
 
 
+def describe_job_failure(error: BaseException) -> str:
+    """submitit's report of a job that ended without a result (cancelled, timed out, killed),
+    in one line: what it says before the job's error stream, which is in the job's log."""
+    head = str(error).split("Error stream produced", 1)[0]
+    return " ".join(head.split()) or type(error).__name__
+
+
 def close_open_sweep(status: str) -> None:
     """Close a sweep that Hydra left open (it skips on_multirun_end after a failed job)."""
     error = sweep.close_sweep(status)
@@ -156,9 +163,12 @@ def main() -> None:
     except Exception as error:
         if full_error:
             raise
-        traceback.print_exc()
-        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
-        print("(set HYDRA_FULL_ERROR=1 for the complete stack trace)", file=sys.stderr)
+        if type(error).__module__.startswith("submitit"):  # the scheduler ended a job: no bug
+            print(f"error: {describe_job_failure(error)}", file=sys.stderr)
+        else:
+            traceback.print_exc()
+            print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+            print("(set HYDRA_FULL_ERROR=1 for the complete stack trace)", file=sys.stderr)
         code = 1
     finally:
         tracking.discard_prestarted()  # unused: --help, or an error before the run

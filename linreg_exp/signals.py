@@ -55,21 +55,29 @@ def exit_code_for(error: BaseException) -> int:
 
 
 def describe(error: BaseException) -> str:
-    """What stopped the job, for its run's tags: the signal, and for SLURM's warning whether the
-    time limit is near (SLURM's own count of the time left) or the job is being preempted."""
+    """What stopped the job, for its run's tags: the signal's name, or under SLURM what its
+    signal means by the time the job has left (SLURM's own count): SIGUSR2 near the time
+    limit, or SIGTERM at it, is the time limit; an earlier SIGUSR2 is a preemption."""
     signum = error.signum if isinstance(error, Interrupted) else signal.SIGINT
-    if signum != signal.SIGUSR2:
-        return signal.Signals(signum).name
+    name = signal.Signals(signum).name
+    if signum not in (signal.SIGTERM, signal.SIGUSR2) or "SLURM_JOB_ID" not in os.environ:
+        return name
+    left = _slurm_seconds_left()
+    if signum == signal.SIGTERM:
+        return "SLURM: time limit" if left is not None and left <= 5 else name
+    if left is None:
+        return "SLURM: time limit or preemption"
+    return "SLURM: time limit" if left <= LIMIT_WARNING_SECONDS else "SLURM: preemption"
+
+
+def _slurm_seconds_left() -> int | None:
     try:
         left = subprocess.run(
             ["squeue", "-h", "-j", os.environ["SLURM_JOB_ID"], "-o", "%L"],
             capture_output=True, text=True, timeout=5, check=True,
         ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError, KeyError):
-        return "SLURM: time limit or preemption"
+    except (OSError, subprocess.SubprocessError):
+        return None
     parts = [int(p) for p in left.replace("-", ":").split(":") if p.isdigit()]  # [d-]h:m:s
-    seconds_left = sum(
-        p * unit for p, unit in zip(reversed(parts), (1, 60, 3600, 86400), strict=False)
-    )
-    near = bool(parts) and seconds_left <= LIMIT_WARNING_SECONDS
-    return "SLURM: time limit" if near else "SLURM: preemption"
+    units = (1, 60, 3600, 86400)
+    return sum(p * unit for p, unit in zip(reversed(parts), units, strict=False)) if parts else None

@@ -77,7 +77,7 @@ def test_diverging_jobs_are_recorded_and_the_sweep_goes_on(tmp_path: Path, store
     parent, children = sweep_runs(store)
     by_lr = {c.data.params["optimizer.lr"]: c for c in children}
     assert by_lr["0.01"].info.status == "FINISHED"
-    for lr, how in [("0.03", "exceeds 10000 x the first epoch's"), ("0.5", "non-finite")]:
+    for lr, how in [("0.03", "exceeds 10000 x the first epoch's"), ("0.5", "at epoch 2")]:
         diverged = by_lr[lr]  # 0.03 blows up to 5e25 without overflowing: the bound catches it
         assert diverged.info.status == "FAILED"
         assert diverged.data.tags["linreg.outcome"] == "diverged"
@@ -89,9 +89,9 @@ def test_diverging_jobs_are_recorded_and_the_sweep_goes_on(tmp_path: Path, store
     assert parent.data.metrics["jobs_diverged"] == 2 and parent.data.metrics["jobs_finished"] == 1
 
 
-@pytest.mark.parametrize("attempt", range(3))
-def test_joblib_on_a_brand_new_store_loses_nothing(tmp_path: Path, attempt: int) -> None:
-    uri = f"sqlite:///{tmp_path / f'new-{attempt}.db'}"
+def test_joblib_on_a_brand_new_store_loses_nothing(tmp_path: Path) -> None:
+    """Parallel jobs on a new store (test_concurrency.py opens one from six processes)."""
+    uri = f"sqlite:///{tmp_path / 'new.db'}"
     lrs = ",".join(str(0.001 * 2**i) for i in range(8))
     result = run_cli(
         ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"optimizer.lr={lrs}", *FAST],
@@ -179,10 +179,8 @@ def test_a_killed_sweep_resumes_keeping_its_finished_jobs(tmp_path: Path, store:
     assert all(points(store, c, "loss") == 20000 for c in rerun)
 
 
-@pytest.mark.parametrize("launcher", ["basic", "joblib"])
-def test_a_resumed_sweep_reruns_its_failed_job_only(
-    tmp_path: Path, store: str, launcher: str
-) -> None:
+def test_a_resumed_joblib_sweep_reruns_its_failed_job_only(tmp_path: Path, store: str) -> None:
+    launcher = "joblib"  # the basic launcher: test_a_killed_sweep_resumes_...
     args = ["-m", f"hydra/launcher={launcher}", "loss._target_=torch.nn.L1Loss,torch.nn.NLLLoss",
             *FAST, f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
     assert run_cli(args, tmp_path, store).returncode == 1  # the NLLLoss job fails
@@ -190,8 +188,6 @@ def test_a_resumed_sweep_reruns_its_failed_job_only(
     assert {c.info.status for c in children} == {"FINISHED", "FAILED"}
     result = run_cli(args, tmp_path, store)
     assert result.returncode == 1
-    if launcher == "basic":  # joblib's workers print into their own streams
-        assert "job 0 skipped: FINISHED before" in result.stdout + result.stderr
     again, children = sweep_runs(store)
     assert again.info.run_id == parent.info.run_id
     by_status = sorted((c.info.status, c.data.tags["linreg.job_num"]) for c in children)

@@ -74,20 +74,26 @@ def test_a_large_step_blows_up_to_a_non_finite_loss() -> None:
     assert math.isfinite(history.loss[0])
 
 
-def diverged_at(loss: nn.Module, lr: float, factor: float = 1e4) -> int | None:
+def diverging(loss: nn.Module, lr: float, factor: float = 1e4) -> History:
     data = make_dataset(DataConfig(), seed=0)
     history = History()
     for epoch in fit(data, loss, functools.partial(torch.optim.SGD, lr=lr), 500, None, seed=0):
         if history.diverges(epoch[0], factor):
-            return history.diverged_at_epoch
+            break
         history.append(*epoch)
-    return None
+    return history
+
+
+def diverged_at(loss: nn.Module, lr: float) -> int | None:
+    return diverging(loss, lr).diverged_at_epoch
 
 
 def test_a_blow_up_is_caught_long_before_it_overflows() -> None:
     """MSE at lr 0.03 ends at loss 5e25 without ever overflowing: the bound catches it."""
-    assert diverged_at(nn.MSELoss(), 0.03) == 86
-    assert diverged_at(nn.MSELoss(), 0.5) is not None  # non-finite, at once
+    history = diverging(nn.MSELoss(), 0.03)
+    assert history.diverged_at_epoch == 86 and "exceeds 10000 x" in str(history.divergence)
+    overflow = diverging(nn.MSELoss(), 1e20)  # float32 overflows at once
+    assert overflow.diverged_at_epoch == 1 and "non-finite" in str(overflow.divergence)
 
 
 @pytest.mark.parametrize("lr", [1.0, 10.0, 100.0])

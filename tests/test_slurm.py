@@ -1,0 +1,212 @@
+"""Sweeps on a real (throw-away, single-node) SLURM cluster through hydra-submitit-launcher:
+a sweep lands and resumes; scancel, a time limit and a requeue end runs cleanly, never RUNNING.
+
+The cluster (tests/slurm.py) has accounting, as a real one does: submitit learns from `sacct`
+how a job ended. Jobs run as separate processes on this machine and record into a SQLite file
+here, as they would into a tracking server on a real cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from tests.slurm import SlurmCluster, slurm_available, slurm_cluster
+
+pytestmark = pytest.mark.slow
+
+FAST = ["plots.enabled=false", "trainer.epochs=100"]
+ENDLESS = ["plots.enabled=false", "trainer.epochs=100000000"]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[SlurmCluster]:
+    if not slurm_available():
+        pytest.skip("needs root and Debian's slurmctld slurmd slurmdbd munge mariadb-server")
+    with slurm_cluster() as started:
+        yield started
+
+
+def slurm_args(cluster: SlurmCluster, sweep_dir: Path) -> list[str]:
+    return [
+        "-m",
+        "hydra/launcher=slurm",
+        f"hydra.launcher.partition={cluster.partition}",
+        "hydra.launcher.mem_gb=1",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+
+
+def start_sweep(cluster: SlurmCluster, args: list[str], tmp_path: Path) -> subprocess.Popen[str]:
+    """The launching process, on this machine (a login node), with the cluster's environment."""
+    env = {k: v for k, v in cluster.env.items() if not k.startswith(("MLFLOW_", "HYDRA_"))}
+    env |= {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "linreg_exp", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 300) -> tuple[int, str]:
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out + err
+
+
+def runs(tmp_path: Path) -> tuple[Run, list[Run]]:
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    everything = client.search_runs([client.get_experiment_by_name("linreg").experiment_id])
+    (parent,) = [r for r in everything if r.data.tags.get("linreg.kind") == "sweep"]
+    return parent, [r for r in everything if r is not parent]
+
+
+def statuses(db: Path) -> list[tuple[str, str, int]]:
+    """(run name, status, loss points) of every child, read straight from the file."""
+    if not db.exists():
+        return []
+    query = """select r.name, r.status,
+                      (select count(*) from metrics m where m.run_uuid = r.run_uuid
+                       and m.key = 'loss')
+               from runs r join tags t on t.run_uuid = r.run_uuid
+               where t.key = 'mlflow.parentRunId'"""
+    try:
+        with sqlite3.connect(db) as connection:
+            return [(str(a), str(b), int(c)) for a, b, c in connection.execute(query)]
+    except sqlite3.OperationalError:  # the schema is still being made
+        return []
+
+
+def wait_for(condition: str, check: object, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"not {condition} after {timeout:.0f} s"
+        time.sleep(0.3)
+
+
+def squeue_ids(cluster: SlurmCluster) -> list[str]:
+    return cluster.run("squeue", "-h", "-o", "%i").stdout.split()
+
+
+def test_a_slurm_sweep_lands_and_resumes(cluster: SlurmCluster, tmp_path: Path) -> None:
+    args = [*slurm_args(cluster, tmp_path / "sweep"), "optimizer.lr=0.01,0.03", *FAST]
+    code, output = finish(start_sweep(cluster, args, tmp_path))
+    assert code == 0, output
+    parent, children = runs(tmp_path)
+    assert parent.info.status == "FINISHED" and parent.data.tags["linreg.launcher"] == (
+        "SlurmLauncher"
+    )
+    assert sorted(c.info.run_name for c in children) == ["lr=0.01", "lr=0.03"]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for child in children:
+        assert child.info.status == "FINISHED"
+        for key in ("loss", "weight", "bias"):
+            steps = sorted(m.step for m in client.get_metric_history(child.info.run_id, key))
+            assert steps == list(range(100))
+        logs = {a.path.rsplit("_", 1)[-1] for a in client.list_artifacts(child.info.run_id, "logs")}
+        assert logs == {"log.out", "log.err"}  # submitit's stdout and stderr of the job
+
+    code, output = finish(start_sweep(cluster, args, tmp_path))  # the same command: resumed
+    assert code == 0, output
+    again, children_again = runs(tmp_path)
+    assert again.info.run_id == parent.info.run_id and again.info.status == "FINISHED"
+    assert {c.info.run_id for c in children_again} == {c.info.run_id for c in children}
+
+
+def test_scancel_ends_every_run_killed_and_the_launcher_exits(
+    cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    args = [*slurm_args(cluster, tmp_path / "sweep"), "optimizer.lr=0.01,0.02", *ENDLESS]
+    launcher = start_sweep(cluster, args, tmp_path)
+    db = tmp_path / "mlflow.db"
+    try:
+        wait_for("two jobs streaming", lambda: sum(n > 100 for *_, n in statuses(db)) == 2)
+        streamed = {name: n for name, _, n in statuses(db)}
+        cancelled = time.monotonic()
+        cluster.run("scancel", *squeue_ids(cluster))
+        wait_for(
+            "both children KILLED",
+            lambda: {s for _, s, _ in statuses(db)} == {"KILLED"},
+            timeout=cluster.kill_wait + 30,
+        )
+        killed_after = time.monotonic() - cancelled
+        code, output = finish(launcher, timeout=120)
+        exited_after = time.monotonic() - cancelled
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert killed_after < cluster.kill_wait + 10, killed_after  # before SLURM's SIGKILL
+    assert exited_after < 90, exited_after
+    assert code != 0
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output
+    parent, children = runs(tmp_path)
+    assert parent.info.status in ("KILLED", "FAILED")
+    for child in children:
+        assert child.data.tags["linreg.stopped_by"] == "SIGTERM"
+        assert child.data.tags["linreg.outcome"] == "interrupted"
+    assert all(n >= streamed[name] for name, _, n in statuses(db))  # the epochs streamed kept
+
+
+def test_the_time_limit_ends_the_run_killed_and_says_so(
+    cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    args = [
+        *slurm_args(cluster, tmp_path / "sweep"),
+        "hydra.launcher.timeout_min=1",
+        # SIGUSR2 25 s into the job (SLURM checks time limits every 30 s: by 55 s), or SIGTERM
+        # at the limit: either way the run says it was the time limit
+        "hydra.launcher.signal_delay_s=35",
+        "optimizer.lr=0.01",
+        *ENDLESS,
+    ]
+    code, output = finish(start_sweep(cluster, args, tmp_path), timeout=180)
+    assert code != 0
+    parent, (child,) = runs(tmp_path)
+    assert child.info.status == "KILLED", output
+    assert child.data.tags["linreg.stopped_by"] == "SLURM: time limit"
+    assert parent.info.status in ("KILLED", "FAILED")
+    assert statuses(tmp_path / "mlflow.db")[0][2] > 0
+
+
+def test_a_requeued_job_ends_its_first_run_killed_and_runs_again(
+    cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    args = [*slurm_args(cluster, tmp_path / "sweep"), "optimizer.lr=0.01", "trainer.epochs=15000",
+            "plots.enabled=false"]  # fmt: skip
+    launcher = start_sweep(cluster, args, tmp_path)
+    db = tmp_path / "mlflow.db"
+    try:
+        wait_for("the job streaming", lambda: any(n > 100 for *_, n in statuses(db)))
+        (job_id,) = squeue_ids(cluster)
+        cluster.run("scontrol", "requeue", job_id)
+        # SLURM holds a requeued job back for a while (its begin time); let it go at once
+        wait_for(
+            "the job requeued",
+            lambda: (
+                cluster.run("squeue", "-h", "-j", job_id, "-o", "%T").stdout.strip() == "PENDING"
+            ),
+        )
+        cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
+        code, output = finish(launcher, timeout=240)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert code == 0, output
+    parent, children = runs(tmp_path)
+    by_status = sorted(c.info.status for c in children)
+    assert by_status == ["FINISHED", "KILLED"], by_status
+    assert parent.info.status == "FINISHED"  # the job's latest attempt finished
+    assert parent.data.metrics["jobs_total"] == 1 and parent.data.metrics["jobs_finished"] == 1
+    assert os.environ.get("SLURM_JOB_ID") is None  # nothing leaked into this process
