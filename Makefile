@@ -58,6 +58,7 @@ lint: install-dev
 	$(BIN)/ruff check linreg_exp tests benchmarks docs
 	$(BIN)/ruff format --check linreg_exp tests benchmarks docs
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 ## bench: framework overhead against the bare tutorial script (writes benchmarks/results.md)
 bench: install-dev

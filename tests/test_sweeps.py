@@ -180,8 +180,7 @@ def test_a_killed_sweep_resumes_keeping_its_finished_jobs(tmp_path: Path, store:
 
 
 def test_a_resumed_joblib_sweep_reruns_its_failed_job_only(tmp_path: Path, store: str) -> None:
-    launcher = "joblib"  # the basic launcher: test_a_killed_sweep_resumes_...
-    args = ["-m", f"hydra/launcher={launcher}", "loss._target_=torch.nn.L1Loss,torch.nn.NLLLoss",
+    args = ["-m", "hydra/launcher=joblib", "loss._target_=torch.nn.L1Loss,torch.nn.NLLLoss",
             *FAST, f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
     assert run_cli(args, tmp_path, store).returncode == 1  # the NLLLoss job fails
     parent, children = sweep_runs(store)
