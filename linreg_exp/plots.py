@@ -169,9 +169,10 @@ def _as_float(value: str) -> float | None:
 
 
 def _distinct_keys(jobs: Sequence[SweepJob], keys: Sequence[str]) -> list[str]:
-    """Drop keys that split the jobs exactly as an earlier key does (loss.name, loss._target_)."""
+    """Drop keys that split the jobs exactly as another does (loss._target_ as loss.name), the
+    readable ones kept: Hydra's own keys (`_target_`) give way."""
     kept, seen = [], set()
-    for key in keys:
+    for key in sorted(keys, key=lambda k: ("._" in k, keys.index(k))):
         groups: dict[str, set[int]] = {}
         for index, job in enumerate(jobs):
             groups.setdefault(str(job.params.get(key)), set()).add(index)
