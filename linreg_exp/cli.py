@@ -61,10 +61,12 @@ def hydra_app(cfg: DictConfig) -> float:
         try:
             from linreg_exp.experiment import run_experiment
 
-            return run_experiment(cfg, tracker)
-        finally:
-            if owned:  # waits until the run has ended: once we exit, it is in the store
-                tracker.close()
+            result = run_experiment(cfg, tracker)
+        finally:  # waits until the run has ended: once we exit, it is in the store
+            closed = tracker.close() if owned else None
+        if closed is not None and closed.error is not None:  # its outcome could not be logged
+            raise RuntimeError(closed.error)
+        return result
     except LinregError as error:
         # One line, no "Error executing job" preamble; a store no job can use stops a sweep.
         if (not multirun or isinstance(error, TrackingError)) and not _user_full_error:
@@ -120,7 +122,7 @@ def _exit_without_teardown() -> None:
 
     Registered first thing in main(), this runs after the exit handlers of everything imported
     later (torch, MLflow, the sweep's). What is left is the interpreter destroying torch and the
-    torch._dynamo/sympy modules torch.optim loads: ~1 s after the last line of output, with the
+    torch._dynamo/sympy modules torch.optim loads, after the last line of output, with the
     run already in the store. Logging's handlers (the job's log file) and the standard streams
     are flushed here, as the skipped teardown would have."""
     if _exit_code is None:  # main() did not finish: let Python exit as usual
@@ -146,7 +148,7 @@ def main() -> None:
         hydra_app()
     except KeyboardInterrupt as error:
         close_open_sweep("KILLED")
-        print("linreg_exp: interrupted; the run is marked KILLED", file=sys.stderr)
+        print("linreg_exp: interrupted", file=sys.stderr)
         code = exit_code_for(error)
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 1

@@ -131,8 +131,8 @@ def job_logs() -> list[str]:
 
 
 def config_hash(container: dict[str, Any]) -> str:
-    """A job's identity: its composed config, but for where and how it is tracked."""
-    what = {key: value for key, value in container.items() if key != "mlflow"}
+    """What a job is: its composed config, but for which store it is tracked in."""
+    what = {**container, "mlflow": {**container["mlflow"], "tracking_uri": None}}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 

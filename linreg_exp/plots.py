@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from linreg_exp.history import History, LinearParams
 
-# Fixed margins instead of tight_layout, which lays all text out once more (~0.1 s a figure).
+# Fixed margins instead of tight_layout, which lays all text out once more.
 _MARGINS = {"left": 0.12, "right": 0.97, "bottom": 0.12, "top": 0.92}
 _GIF_MARGINS = {"left": 0.14, "right": 0.97, "bottom": 0.14, "top": 0.95}
 
@@ -96,7 +96,7 @@ def training_gif(x: np.ndarray, y: np.ndarray, history: History, frames: int) ->
 
     The data and axes are rendered once; each frame only redraws the line onto that background
     (blitting) and writes its label with PIL in matplotlib's font (matplotlib would lay the text
-    out anew each frame, half the GIF's time); all frames share one palette: ~5 ms a frame.
+    out anew each frame, half the GIF's time); all frames share one palette.
     """
     fig = Figure(figsize=(4.8, 3.6), dpi=80)
     canvas = FigureCanvasAgg(fig)

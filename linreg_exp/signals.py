@@ -1,7 +1,7 @@
 """Signals that stop a job become an exception, so its run ends KILLED with its epochs stored.
 
-SIGINT and SIGTERM, and under SLURM its early warning (SIGUSR2: the time limit is near, or the
-job is being preempted; submitit asks for it), raise `Interrupted` in the main thread. An
+SIGINT and SIGTERM, and a submitit job's early warning (SIGUSR2: the time limit is near, or on
+SLURM the job is being preempted), raise `Interrupted` in the main thread. An
 inherited SIG_IGN is kept (a shell's background job ignores SIGINT). A handler that a job
 wrapper installed before us is replaced: submitit's ignores SIGTERM ("Bypassing signal
 SIGTERM"), which keeps a cancelled job training until SLURM's SIGKILL loses its run.
@@ -15,8 +15,8 @@ import subprocess
 import threading
 from types import FrameType
 
-# SIGUSR2 with less time left than this is the time limit's warning (submitit asks for it 90 s
-# before, hydra-submitit-launcher 120 s: signal_delay_s), else it is a preemption.
+# SIGUSR2 with less time left than this is the time limit's warning (it comes signal_delay_s
+# before the limit), else it is a preemption.
 LIMIT_WARNING_SECONDS = 600
 
 
@@ -42,8 +42,8 @@ def install_handlers() -> None:
     if threading.current_thread() is not threading.main_thread():
         return
     stopping = [signal.SIGINT, signal.SIGTERM]
-    if "SLURM_JOB_ID" in os.environ:
-        stopping.append(signal.SIGUSR2)
+    if "SLURM_JOB_ID" in os.environ or "SUBMITIT_EXECUTOR" in os.environ:
+        stopping.append(signal.SIGUSR2)  # submitit asks for it before the time limit
     for signum in stopping:
         if signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, _raise_interrupted)
@@ -61,7 +61,7 @@ def describe(error: BaseException) -> str:
     signum = error.signum if isinstance(error, Interrupted) else signal.SIGINT
     name = signal.Signals(signum).name
     if signum not in (signal.SIGTERM, signal.SIGUSR2) or "SLURM_JOB_ID" not in os.environ:
-        return name
+        return "time limit" if signum == signal.SIGUSR2 else name  # submitit_local: only that
     left = _slurm_seconds_left()
     if signum == signal.SIGTERM:
         return "SLURM: time limit" if left is not None and left <= 5 else name

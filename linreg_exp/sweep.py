@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
@@ -30,7 +31,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from linreg_exp import tracking
-from linreg_exp.errors import LinregError
+from linreg_exp.errors import ConfigError, LinregError
 from linreg_exp.tracking.messages import Open, Parent
 from linreg_exp.tracking.recorder import Tracker
 from linreg_exp.tracking.uris import mask_override, resolve_tracking_uri, run_url
@@ -48,6 +49,7 @@ class _Sweep:
     in_process: bool  # its jobs run here, one after another, and share its tracker
     pid: int
     swept: list[str]  # the keys the sweep varies, which name its jobs' runs
+    lock: FileLock  # one launch at a time in a sweep dir (a rerun resumes the sweep)
     announced: bool = False
 
 
@@ -92,7 +94,7 @@ def run_name(cfg: DictConfig) -> str | None:
     return describe({key: mine[key] for key in swept if key in mine}) or None
 
 
-def sweep_open_request(config: DictConfig, create_parent_at_open: bool) -> Open:
+def sweep_open_request(config: DictConfig, jobs_elsewhere: bool) -> Open:
     """The store and the parent run (name, tags) of a multirun, from its config."""
     sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
     overrides = [mask_override(o) for o in config.hydra.overrides.task]
@@ -106,7 +108,7 @@ def sweep_open_request(config: DictConfig, create_parent_at_open: bool) -> Open:
             "linreg.launcher": str(config.hydra.launcher._target_).rsplit(".", 1)[-1],
             "linreg.sweeper": str(config.hydra.sweeper._target_).rsplit(".", 1)[-1],
         },
-        create_at_open=create_parent_at_open,
+        jobs_elsewhere=jobs_elsewhere,
     )
     uri = resolve_tracking_uri(config.mlflow.tracking_uri, Path.cwd())
     return Open(uri, config.mlflow.experiment_name, parent, plots=config.plots.enabled)
@@ -139,15 +141,22 @@ def _open_sweep(config: DictConfig) -> None:
     from linreg_exp.schema import validate
 
     validate(config)  # the values every job shares: reject them before any run exists
+    sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(sweep_dir / ".linreg_exp.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ConfigError(
+            f"hydra.sweep.dir={sweep_dir} is in use by another sweep that is still running"
+        ) from None
     in_process = str(config.hydra.launcher._target_) == BASIC_LAUNCHER
-    request = sweep_open_request(config, create_parent_at_open=not in_process)
+    request = sweep_open_request(config, jobs_elsewhere=not in_process)
     tracker = tracking.open_tracker(request)
-    _sweep = _Sweep(tracker, in_process, os.getpid(), list(swept_values(config)))
+    _sweep = _Sweep(tracker, in_process, os.getpid(), list(swept_values(config)), lock)
     if in_process:
         return  # the first job waits for the store; the parent comes with its run
     opened = tracker.opened()  # jobs elsewhere need the parent's id before they start
-    sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
-    sweep_dir.mkdir(parents=True, exist_ok=True)
     path = sweep_dir / SWEEP_FILE
     info = {
         "tracking_uri": request.tracking_uri,
@@ -181,6 +190,8 @@ def close_sweep(status: str | None) -> str | None:
         closed = sweep.tracker.close(status)
     except (LinregError, RuntimeError) as error:
         return str(error)
+    finally:
+        sweep.lock.release()
     if closed.summary is not None:
         log.info("%s", closed.summary)
     os.environ.pop(SWEEP_FILE_ENV, None)
@@ -198,8 +209,8 @@ def job_tracker(cfg: DictConfig) -> tuple[Tracker, bool]:
     if sweep is not None and sweep.in_process:
         return sweep.tracker, False
     if info := _sweep_file():
-        parent = Parent(run_id=info["parent_run_id"])
-        request = Open(info["tracking_uri"], info["experiment_name"], parent, cfg.plots.enabled)
+        uri, name, parent = info["tracking_uri"], info["experiment_name"], info["parent_run_id"]
+        request = Open(uri, name, parent_run_id=parent, plots=cfg.plots.enabled)
     else:
         uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, Path(HydraConfig.get().runtime.cwd))
         request = Open(uri, cfg.mlflow.experiment_name, plots=cfg.plots.enabled)

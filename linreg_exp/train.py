@@ -93,7 +93,8 @@ def _epoch_mini_batch(
     batch_size: int,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """One pass over shuffled index slices (a DataLoader costs ~10x more for 1-feature rows)."""
+    """One pass over shuffled index slices (a DataLoader costs far more for 1-feature rows:
+    benchmarks/results.md §5)."""
     num_data = data.x.shape[0]
     order = torch.randperm(num_data, generator=generator).to(data.x.device)
     total = torch.zeros((), device=data.x.device)
@@ -107,8 +108,8 @@ def _epoch_mini_batch(
 
 def load_optimizer(make_optimizer: OptimizerFactory) -> None:
     """Construct the optimizer once on a throw-away parameter, so that its one-time cost
-    (torch.optim imports torch._dynamo on first use: ~1.5 s) is paid now, while the MLflow
-    companion opens the store, and bad optimizer arguments fail before the run exists."""
+    (torch.optim imports torch._dynamo on first use) is paid now, while the MLflow helper
+    opens the store, and bad optimizer arguments fail before the run exists."""
     make_optimizer([nn.Parameter(torch.zeros(1))])
 
 

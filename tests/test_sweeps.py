@@ -213,3 +213,17 @@ def test_an_optuna_search_is_not_resumed(tmp_path: Path, store: str) -> None:
     assert run_cli(args, tmp_path, store).returncode == 0
     result = run_cli(args, tmp_path, store)
     assert result.returncode == 2 and "cannot be resumed" in result.stderr
+
+
+def test_a_sweep_dir_in_use_by_a_running_sweep_is_refused(tmp_path: Path, store: str) -> None:
+    from tests.test_reliability import start_endless_sweep
+
+    first = start_endless_sweep(tmp_path, store)  # into tmp_path / "sweep"
+    try:
+        args = ["-m", "optimizer.lr=0.01,0.02", *FAST, f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+        result = run_cli(args, tmp_path, store)
+    finally:
+        first.terminate()
+        first.communicate(timeout=60)
+    assert result.returncode == 2
+    assert "is in use by another sweep" in result.stderr, result.stderr

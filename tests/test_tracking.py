@@ -17,6 +17,7 @@ from linreg_exp.tracking import InProcess, recorder, uris
 from linreg_exp.tracking import store as mlflow_store
 from linreg_exp.tracking.messages import (
     Epochs,
+    Failed,
     FinishRun,
     Open,
     Parent,
@@ -226,7 +227,7 @@ def test_a_sweep_records_the_parent_with_its_first_run_and_summarises_it(store: 
 
 def test_a_sweep_whose_process_vanishes_leaves_parent_and_child_killed(store: str) -> None:
     helper = Helper()
-    tracker = Tracker(helper, Open(store, "linreg", Parent("s")))
+    tracker = Tracker(helper, Open(store, "linreg", Parent("s", {})))
     tracker.start_run(StartRun(None, {}, CONFIG)).started()
     helper.conn.close()
     helper.process.wait(60)
@@ -247,6 +248,37 @@ def test_the_first_epochs_reach_the_store_within_seconds(store: str) -> None:
         time.sleep(0.05)
     finished(run.finish(FinishRun("FINISHED", History())))
     tracker.close()
+
+
+class FlakyLink:
+    """A real in-process Session behind a link that loses its `lose`-th batch of epochs."""
+
+    def __init__(self, lose: int) -> None:
+        self.inner, self.lose, self.batches = InProcess(), lose, 0
+
+    def request(self, message: Request) -> Reply:
+        if isinstance(message, Epochs):
+            self.batches += 1
+            if self.batches == self.lose:
+                return Failed("the link dropped the batch", user_error=False)
+        return self.inner.request(message)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_batch_the_store_lost_stops_training_and_the_run_ends_failed(store: str) -> None:
+    tracker = Tracker(FlakyLink(lose=2), Open(store, "linreg"))
+    run = tracker.start_run(StartRun(None, {}, CONFIG), log_every_seconds=0.05)
+    with pytest.raises(RuntimeError, match="the link dropped the batch"):
+        for step in range(1_000_000):
+            run.epoch(step, 1.0, 2.0, 3.0)
+            time.sleep(0.001)
+    error_tags = {"linreg.outcome": "error", "linreg.error": "the link dropped the batch"}
+    finished(run.finish(FinishRun("FAILED", History(), tags=error_tags)))
+    assert tracker.close().error is None
+    logged = MlflowClient(store).get_run(run.started().run_id)
+    assert logged.info.status == "FAILED" and logged.data.tags["linreg.outcome"] == "error"
 
 
 class SlowLink:

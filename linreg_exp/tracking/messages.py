@@ -28,16 +28,14 @@ TAG_CONFIG_HASH = "linreg.config_hash"  # a job's identity within its sweep, for
 
 @dataclass(frozen=True)
 class Parent:
-    """A sweep's parent run. The sweep's own tracker reopens the parent an earlier run of the
-    same sweep left in its sweep dir (`linreg.sweep_dir` tag), or creates one: with the first
-    job's run (so a sweep rejected before any job leaves none), or at once (`create_at_open`:
-    launchers that run jobs elsewhere hand its id to them). A job of such a sweep gives the
-    parent's `run_id` and attaches to it."""
+    """The parent run a sweep's own tracker owns: the one an earlier run of the same sweep left
+    in its sweep dir (`linreg.sweep_dir` tag), reopened, or a new one. A new one is created with
+    the first job's run (a sweep rejected before any job leaves none), or at once when the jobs
+    run elsewhere (`jobs_elsewhere`: joblib, submitit), which need its id before they start."""
 
-    run_name: str = ""
-    tags: dict[str, str] = field(default_factory=dict)
-    run_id: str | None = None
-    create_at_open: bool = False
+    run_name: str
+    tags: dict[str, str]
+    jobs_elsewhere: bool = False
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,8 @@ class Open:
 
     tracking_uri: str
     experiment_name: str
-    parent: Parent | None = None
+    parent: Parent | None = None  # this tracker owns a sweep's parent run
+    parent_run_id: str | None = None  # a job of a sweep launched elsewhere: its runs' parent
     plots: bool = False  # load matplotlib now, while the job imports torch
 
 

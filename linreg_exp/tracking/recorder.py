@@ -10,7 +10,7 @@
 Requests travel in order through a bounded queue to one worker thread, which hands each to the
 transport (the helper's pipe, or a Session in this process) and waits for its reply. So the
 training loop never waits for the store, unless the store falls behind: epochs leave in
-batches every `log_every_seconds`, a batch is capped at about that long of the store's measured
+batches every `log_every_seconds`, a batch is capped at about a second of the store's measured
 time, and the queue holds one batch. When the store is slower than training, training waits:
 it is never more than a few seconds of store time ahead, and stopping never means minutes of
 catch-up. Signals reach only the main thread, never the thread writing to the pipe.
@@ -40,6 +40,7 @@ from linreg_exp.tracking.messages import (
     Request,
     Started,
     StartRun,
+    Stored,
 )
 
 FIRST_BATCH = 1000  # epochs in a batch until the store's rate is known
@@ -63,7 +64,6 @@ class Tracker:
         self.tracking_uri = open_request.tracking_uri
         self.store_rate: float | None = None  # epochs a second, measured on the last batch
         self._queue: queue.Queue[tuple[Request, Future[Reply]]] = queue.Queue(maxsize=1)
-        self._error: str | None = None  # the first batch of epochs that could not be stored
         self._worker = threading.Thread(target=self._serve, name="linreg-tracker", daemon=True)
         self._worker.start()
         self._opened = self.submit(open_request)
@@ -103,25 +103,20 @@ class Tracker:
             self._worker.join(CLOSE_WAIT_SECONDS)  # it stops after Close
             self.transport.close()
 
-    def check(self) -> None:
-        """Raise the error that kept a batch of epochs out of the store, if one did."""
-        if self._error is not None:
-            raise TrackingError(f"could not store the epochs: {self._error}")
-
     def _serve(self) -> None:
         message: Request | None = None
         while not isinstance(message, Close):
-            message, future = self._queue.get()
+            try:  # a timeout, not a bare get(): a signal in put() may cost the wake-up call
+                message, future = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
             started = time.monotonic()
             try:
                 reply = self.transport.request(message)
             except BaseException as error:  # the helper is gone: every later request fails too
-                reply = Failed(f"{type(error).__name__}: {error}", user_error=False)
-            if isinstance(message, Epochs):
-                if isinstance(reply, Failed):
-                    self._error = self._error or reply.message
-                else:
-                    self.store_rate = len(message.rows) / max(time.monotonic() - started, 1e-3)
+                reply = Failed(str(error), user_error=False)
+            if isinstance(message, Epochs) and not isinstance(reply, Failed):
+                self.store_rate = len(message.rows) / max(time.monotonic() - started, 1e-3)
             future.set_result(reply)
 
 
@@ -142,14 +137,15 @@ class RunStream:
         self._due = time.monotonic() + log_every_seconds
         self._rows: list[tuple[int, int, float, float, float]] = []
         self._skipped: tuple[int, int, float, float, float] | None = None  # the last one thinned
+        self._sent: Future[Reply] | None = None  # the last batch
 
     def started(self) -> Started:
         return _value(self._started, Started)
 
     def epoch(self, step: int, loss: float, weight: float, bias: float) -> None:
         """Queue an epoch for the store. Every change here is one list operation, so a signal
-        arriving in the middle loses nothing and sends nothing twice (the store skips steps it
-        has, in case an interrupted send did go out)."""
+        arriving in the middle loses nothing (a batch whose send it cut short is sent again at
+        the end, and the store skips the steps it has)."""
         row = (step, time.time_ns() // 1_000_000, loss, weight, bias)
         if step % self.every_n:
             self._skipped = row
@@ -161,16 +157,20 @@ class RunStream:
             self._send()
 
     def finish(self, request: FinishRun) -> Future[Reply]:
-        """Send the epochs left (the last one always), then end the run."""
+        """Send the epochs left (the last one always), then end the run, however it went."""
         if self._skipped is not None and (not self._rows or self._rows[-1] < self._skipped):
             self._rows.append(self._skipped)
         if self._rows:
-            self._send()
+            self._send(check=False)
         return self.tracker.submit(request)
 
-    def _send(self) -> None:
-        self.tracker.check()
-        self.tracker.submit(Epochs(self._rows))
+    def _send(self, check: bool = True) -> None:
+        """Queue the batch; first raise what kept the run or the last batch out of the store,
+        which stops training (the run then ends FAILED with that error)."""
+        for future in (self._started, self._sent) if check else ():
+            if future is not None and future.done():
+                _value(future, Started if future is self._started else Stored)
+        self._sent = self.tracker.submit(Epochs(self._rows[:]))
         self._rows = []
         self._due = time.monotonic() + self.interval
 

@@ -2,8 +2,8 @@
 
 A Session belongs to one Tracker and answers its requests in order: open the store, create
 runs, log batches of epochs, end runs with their status, close the sweep's parent. It runs in
-the helper process (service.py) or in the job's own process; either way it is the only code
-that writes to MLflow, and it never leaves a run it created RUNNING.
+the helper process (service.py) or in the job's own process; either way it (with summary.py,
+for the parent's end) is the only code that writes to MLflow, and it ends every run it opens.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ from linreg_exp.tracking.uris import mask_uri, sqlite_path
 
 log = logging.getLogger(__name__)
 
+JOB_IDENTITY = (TAG_CONFIG_HASH, "linreg.job_num")  # a resumed sweep keeps a FINISHED job by these
 SOURCE_NAME = "linreg_exp"  # the UI's Source column: the entry point, not the process logging
 # MLflow 3's UI opens an experiment with this tag on its model-training pages (not GenAI's).
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
@@ -126,22 +127,22 @@ class Session:
         self.client, self.experiment_id = open_store(request.tracking_uri, request.experiment_name)
         self.request = request
         parent = request.parent
+        self.parent_run_id = request.parent_run_id
         if parent is not None:
-            self.parent_run_id = parent.run_id or self._reopen_parent(parent)
-            if self.parent_run_id is None and parent.create_at_open:
+            self.parent_run_id = self._reopen_parent(parent)
+            if self.parent_run_id is None and parent.jobs_elsewhere:
                 self._create_parent()
-            self.resumed = bool(self.parent_run_id and self._children("FINISHED", max_results=1))
+        self.resumed = bool(self.parent_run_id and self._children("FINISHED"))
         if request.plots:
             import linreg_exp.plots  # noqa: F401  (matplotlib, while the job imports torch)
         return Opened(self.experiment_id, self.parent_run_id, self.resumed)
 
-    def _children(self, status: str, config_hash: str | None = None, **kwargs: Any) -> list[Run]:
-        query = (
-            f"tags.mlflow.parentRunId = '{self.parent_run_id}' and attributes.status = '{status}'"
-        )
-        if config_hash is not None:
-            query += f" and tags.`{TAG_CONFIG_HASH}` = '{config_hash}'"
-        return list(self._client.search_runs([self.experiment_id], query, **kwargs))
+    def _children(self, status: str, tags: Mapping[str, str] | None = None) -> list[Run]:
+        """A child of the parent with this status (and these tags), if any."""
+        query = f"tags.mlflow.parentRunId = '{self.parent_run_id}'"
+        query += f" and attributes.status = '{status}'"
+        query += "".join(f" and tags.`{key}` = '{value}'" for key, value in (tags or {}).items())
+        return list(self._client.search_runs([self.experiment_id], query, max_results=1))
 
     def _reopen_parent(self, parent: Parent) -> str | None:
         """The parent an earlier run of this sweep left in the same sweep dir, RUNNING again."""
@@ -177,12 +178,12 @@ class Session:
     def _start(self, request: StartRun) -> Started:
         if self.run_id is not None:  # a job that never reported: its run must not stay open
             self._end(KILLED, {TAG_OUTCOME: "interrupted", TAG_FAILURE: "never finished"})
-        config_hash = request.tags.get(TAG_CONFIG_HASH)
-        if self.resumed and config_hash:
-            for kept in self._children("FINISHED", config_hash, max_results=1):
+        job = {key: request.tags[key] for key in JOB_IDENTITY if key in request.tags}
+        if self.resumed and len(job) == len(JOB_IDENTITY):
+            for kept in self._children("FINISHED", job):
                 loss = kept.data.metrics.get("final_loss", math.inf)
                 return Started(kept.info.run_id, self.experiment_id, self.parent_run_id, loss)
-        if self.request is not None and self.request.parent and self.parent_run_id is None:
+        if self._owns_parent and self.parent_run_id is None:
             self._create_parent()
         tags = {**default_tags(), **request.tags}
         if self.parent_run_id is not None:
@@ -229,14 +230,18 @@ class Session:
         if self._owns_parent and self.parent_run_id is not None:
             if self.failure is not None:
                 status = FAILED
+            assert self.request is not None and self.request.parent is not None
+            # jobs that run elsewhere may outlive a launcher that stopped early: a child still
+            # RUNNING has vanished only once every job has returned (status None)
+            reap = status is None or not self.request.parent.jobs_elsewhere
             parent_id, self.parent_run_id = self.parent_run_id, None
-            text = summary.close_parent(self._client, self.experiment_id, parent_id, status)
+            text = summary.close_parent(self._client, self.experiment_id, parent_id, status, reap)
         return Closed(text, self.failure)
 
     @property
     def _owns_parent(self) -> bool:
-        """A sweep's parent is closed by the tracker that created it, not by its jobs'."""
-        return bool(self.request and self.request.parent and self.request.parent.run_id is None)
+        """A sweep's parent is closed by the tracker that opened it, not by its jobs'."""
+        return self.request is not None and self.request.parent is not None
 
     def close_all(self, reason: str) -> None:
         """The job is gone without a word (killed outright): end what it left open, KILLED."""
@@ -349,17 +354,17 @@ def open_store(uri: str, experiment_name: str) -> tuple[MlflowClient, str]:
     """
     for key, value in _HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
-    with _first_open_lock(uri):
-        try:
+    try:
+        with _first_open_lock(uri):
             client = MlflowClient(uri)
             return client, _experiment_id(client, uri, experiment_name)
-        except TrackingError:
-            raise
-        except Exception as error:
-            lines = str(error).strip().splitlines() or [type(error).__name__]
-            raise TrackingError(
-                f"mlflow.tracking_uri={mask_uri(uri)}: cannot open the tracking store: {lines[0]}"
-            ) from error
+    except TrackingError:
+        raise
+    except Exception as error:
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        raise TrackingError(
+            f"mlflow.tracking_uri={mask_uri(uri)}: cannot open the tracking store: {lines[0]}"
+        ) from error
 
 
 def _experiment_id(client: MlflowClient, uri: str, name: str) -> str:
