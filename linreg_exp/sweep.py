@@ -94,7 +94,14 @@ def run_name(cfg: DictConfig) -> str | None:
     return describe({key: mine[key] for key in swept if key in mine}) or None
 
 
-def sweep_open_request(config: DictConfig, jobs_elsewhere: bool) -> Open:
+def jobs_of(launcher: str) -> str:
+    """Where a launcher runs the jobs (see messages.Parent)."""
+    if launcher == BASIC_LAUNCHER:
+        return "here"
+    return "scheduler" if "submitit" in launcher else "workers"
+
+
+def sweep_open_request(config: DictConfig) -> Open:
     """The store and the parent run (name, tags) of a multirun, from its config."""
     sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
     overrides = [mask_override(o) for o in config.hydra.overrides.task]
@@ -108,7 +115,7 @@ def sweep_open_request(config: DictConfig, jobs_elsewhere: bool) -> Open:
             "linreg.launcher": str(config.hydra.launcher._target_).rsplit(".", 1)[-1],
             "linreg.sweeper": str(config.hydra.sweeper._target_).rsplit(".", 1)[-1],
         },
-        jobs_elsewhere=jobs_elsewhere,
+        jobs=jobs_of(str(config.hydra.launcher._target_)),
     )
     uri = resolve_tracking_uri(config.mlflow.tracking_uri, Path.cwd())
     return Open(uri, config.mlflow.experiment_name, parent, plots=config.plots.enabled)
@@ -150,8 +157,8 @@ def _open_sweep(config: DictConfig) -> None:
         raise ConfigError(
             f"hydra.sweep.dir={sweep_dir} is in use by another sweep that is still running"
         ) from None
-    in_process = str(config.hydra.launcher._target_) == BASIC_LAUNCHER
-    request = sweep_open_request(config, jobs_elsewhere=not in_process)
+    request = sweep_open_request(config)
+    in_process = request.parent is not None and request.parent.jobs == "here"
     tracker = tracking.open_tracker(request)
     _sweep = _Sweep(tracker, in_process, os.getpid(), list(swept_values(config)), lock)
     if in_process:

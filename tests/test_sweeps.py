@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -134,6 +137,12 @@ def test_submitit_local_jobs_are_children_of_one_parent(tmp_path: Path, store: s
     for child in children:  # submitit's stdout and stderr of the job, beside its metrics
         logs = [a.path for a in client.list_artifacts(child.info.run_id, "logs")]
         assert sorted(p.rsplit("_", 1)[-1] for p in logs) == ["log.err", "log.out"], logs
+    args = ["-m", "hydra/launcher=submitit_local", "optimizer.lr=0.01,0.1", *FAST]
+    rerun = run_cli(args, tmp_path, store, timeout=400)  # the same sweep dir: resumed
+    assert rerun.returncode == 0, rerun.stderr
+    again, children_again = sweep_runs(store)
+    assert again.info.run_id == parent.info.run_id
+    assert {c.info.run_id for c in children_again} == {c.info.run_id for c in children}
 
 
 # ---- resume: rerunning a sweep's command into its sweep dir
@@ -227,3 +236,29 @@ def test_a_sweep_dir_in_use_by_a_running_sweep_is_refused(tmp_path: Path, store:
         first.communicate(timeout=60)
     assert result.returncode == 2
     assert "is in use by another sweep" in result.stderr, result.stderr
+
+
+def test_a_job_that_vanishes_is_marked_killed_when_its_sweep_ends(
+    tmp_path: Path, store: str
+) -> None:
+    """kill -9 of a joblib worker mid-job: nothing tells its run; the sweep's end does."""
+    from tests.test_reliability import start_cli, wait_for_running
+
+    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=0.01,0.02",
+            "trainer.epochs=100000000", "plots.enabled=false",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
+    launcher = start_cli(args, tmp_path, store)
+    wait_for_running(tmp_path / "mlflow.db", launcher, count=3)  # the parent and both jobs
+    workers = subprocess.run(
+        ["pgrep", "-P", str(launcher.pid), "-f", "LokyProcess"], capture_output=True, text=True
+    ).stdout.split()
+    assert workers, "no joblib worker found"
+    os.kill(int(workers[0]), signal.SIGKILL)
+    _, stderr = launcher.communicate(timeout=120)
+    assert launcher.returncode == 1, stderr
+    parent, children = sweep_runs(store)
+    assert parent.info.status == "FAILED" and len(children) == 2
+    assert {c.info.status for c in children} == {"KILLED"}
+    vanished = [c for c in children if "vanished" in c.data.tags.get("linreg.failure", "")]
+    assert vanished and all(c.data.tags["linreg.outcome"] == "interrupted" for c in vanished)
+    assert parent.data.metrics["jobs_killed"] == 2

@@ -29,13 +29,19 @@ TAG_CONFIG_HASH = "linreg.config_hash"  # a job's identity within its sweep, for
 @dataclass(frozen=True)
 class Parent:
     """The parent run a sweep's own tracker owns: the one an earlier run of the same sweep left
-    in its sweep dir (`linreg.sweep_dir` tag), reopened, or a new one. A new one is created with
-    the first job's run (a sweep rejected before any job leaves none), or at once when the jobs
-    run elsewhere (`jobs_elsewhere`: joblib, submitit), which need its id before they start."""
+    in its sweep dir (`linreg.sweep_dir` tag), reopened, or a new one. Where the jobs run:
+
+    - "here" (the basic launcher): the parent is created with the first job's run, so a sweep
+      rejected before any job leaves none;
+    - "workers" (joblib): processes that end with the launcher;
+    - "scheduler" (submitit, locally or on SLURM): jobs that may outlive a launcher that stops
+      early, so only once every job has returned is a child still RUNNING taken as vanished.
+
+    Jobs that run elsewhere need the parent's id before they start: it is created at once."""
 
     run_name: str
     tags: dict[str, str]
-    jobs_elsewhere: bool = False
+    jobs: str = "here"
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,7 @@ class Session:
         self.parent_run_id = request.parent_run_id
         if parent is not None:
             self.parent_run_id = self._reopen_parent(parent)
-            if self.parent_run_id is None and parent.jobs_elsewhere:
+            if self.parent_run_id is None and parent.jobs != "here":
                 self._create_parent()
         self.resumed = bool(self.parent_run_id and self._children("FINISHED"))
         if request.plots:
@@ -231,9 +231,8 @@ class Session:
             if self.failure is not None:
                 status = FAILED
             assert self.request is not None and self.request.parent is not None
-            # jobs that run elsewhere may outlive a launcher that stopped early: a child still
-            # RUNNING has vanished only once every job has returned (status None)
-            reap = status is None or not self.request.parent.jobs_elsewhere
+            # a child still RUNNING has vanished, unless its job may outlive this launcher
+            reap = status is None or self.request.parent.jobs != "scheduler"
             parent_id, self.parent_run_id = self.parent_run_id, None
             text = summary.close_parent(self._client, self.experiment_id, parent_id, status, reap)
         return Closed(text, self.failure)

@@ -124,7 +124,8 @@ def _summarise(
     best_text = f"; best final_loss {metrics['best_final_loss']:.6g}" if completed else ""
     return (
         f"sweep {parent_id} {status}: {len(children)} jobs, {outcomes['completed']} finished, "
-        f"{outcomes['diverged']} diverged, {outcomes['error']} failed{best_text}"
+        f"{outcomes['diverged']} diverged, {outcomes['error']} failed, "
+        f"{outcomes['interrupted']} killed{best_text}"
     )
 
 
