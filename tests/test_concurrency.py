@@ -51,7 +51,7 @@ def runs_by_status(db: Path) -> dict[str, int]:
 @pytest.mark.parametrize("attempt", range(3))
 def test_six_processes_open_a_brand_new_store_at_once(tmp_path: Path, attempt: int) -> None:
     db = tmp_path / "new" / "mlflow.db"
-    start_at = time.time() + 8  # time enough for six interpreters to import MLflow on 2 cores
+    start_at = time.time() + 6  # about when six interpreters have imported MLflow on 2 cores
     processes = [
         subprocess.Popen(
             [sys.executable, "-c", ONE_RUN, f"sqlite:///{db}", f"run-{i}", str(start_at)],
@@ -68,7 +68,8 @@ def test_six_processes_open_a_brand_new_store_at_once(tmp_path: Path, attempt: i
 
 
 def test_single_runs_and_sweeps_share_a_brand_new_store(tmp_path: Path) -> None:
-    """Real CLI runs, started together: three single runs, a basic and a joblib sweep."""
+    """Real CLI runs, started together: three single runs, a basic and a joblib sweep (whose
+    parallel jobs open the store too)."""
     db = tmp_path / "mlflow.db"
     fast = ["trainer.epochs=30", "plots.enabled=false"]
     commands = [
