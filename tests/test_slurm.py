@@ -164,20 +164,25 @@ def test_the_time_limit_ends_the_run_killed_and_says_so(
 ) -> None:
     args = [
         *slurm_args(cluster, tmp_path / "sweep"),
-        "hydra.launcher.timeout_min=1",
-        # SIGUSR2 25 s into the job (SLURM checks time limits every 30 s: by 55 s), or SIGTERM
-        # at the limit: either way the run says it was the time limit
-        "hydra.launcher.signal_delay_s=35",
+        # SIGUSR2 60 s before the limit. slurmctld checks every 30 s and sends it once fewer than
+        # 60 + 30 s are left, so 30 to 60 s into the job: after its run exists, well before 2 min
+        "hydra.launcher.timeout_min=2",
+        "hydra.launcher.signal_delay_s=60",
         "optimizer.lr=0.01",
         *ENDLESS,
     ]
-    code, output = finish(start_sweep(cluster, args, tmp_path), timeout=180)
-    assert code != 0
+    launcher = start_sweep(cluster, args, tmp_path)
+    db = tmp_path / "mlflow.db"
+    try:  # the launcher learns of it at submitit's next sacct poll: the scancel test waits it out
+        wait_for("the job's run KILLED", lambda: [s for _, s, _ in statuses(db)] == ["KILLED"])
+    finally:
+        launcher.terminate()
+        finish(launcher, timeout=120)
     parent, (child,) = runs(tmp_path)
-    assert child.info.status == "KILLED", output
+    assert child.info.status == "KILLED"
     assert child.data.tags["linreg.stopped_by"] == "SLURM: time limit"
     assert parent.info.status in ("KILLED", "FAILED")
-    assert statuses(tmp_path / "mlflow.db")[0][2] > 0
+    assert statuses(db)[0][2] > 0
 
 
 def test_a_requeued_job_ends_its_first_run_killed_and_runs_again(
