@@ -130,19 +130,21 @@ def job_logs() -> list[str]:
     return [str(paths.stdout), str(paths.stderr)]
 
 
+def _digest(data: object, length: int) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:length]
+
+
 def config_hash(container: dict[str, Any]) -> str:
     """What a job is: its composed config, but for which store it is tracked in."""
-    what = {**container, "mlflow": {**container["mlflow"], "tracking_uri": None}}
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+    return _digest({**container, "mlflow": {**container["mlflow"], "tracking_uri": None}}, 16)
 
 
 def dataset_info(cfg: DictConfig) -> DatasetInfo:
     """The data a run trains on, named after its config group option, identified by a hash of
     what generates it: two runs with the same digest saw the same points."""
     source = {"data": OmegaConf.to_container(cfg.data, resolve=True), "seed": cfg.seed}
-    digest = hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()[:8]
     choice = HydraConfig.get().runtime.choices.get("data", "data")
-    return DatasetInfo(f"linreg_{choice}", digest, source)
+    return DatasetInfo(f"linreg_{choice}", _digest(source, 8), source)
 
 
 def run_experiment(cfg: DictConfig, tracker: Tracker) -> float:

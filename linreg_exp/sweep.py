@@ -101,12 +101,13 @@ def jobs_of(launcher: str) -> str:
     return "scheduler" if "submitit" in launcher else "workers"
 
 
-def sweep_open_request(config: DictConfig) -> Open:
-    """The store and the parent run (name, tags) of a multirun, from its config."""
+def sweep_open_request(config: DictConfig, swept: dict[str, str]) -> Open:
+    """The store and the parent run (name, tags) of a multirun, from its config and what it
+    varies (`swept_values`)."""
     sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
     overrides = [mask_override(o) for o in config.hydra.overrides.task]
     parent = Parent(
-        run_name=config.mlflow.run_name or f"sweep {describe(swept_values(config))}".strip(),
+        run_name=config.mlflow.run_name or f"sweep {describe(swept)}".strip(),
         tags={
             "linreg.kind": "sweep",
             "linreg.sweep_dir": str(sweep_dir),
@@ -157,10 +158,11 @@ def _open_sweep(config: DictConfig) -> None:
         raise ConfigError(
             f"hydra.sweep.dir={sweep_dir} is in use by another sweep that is still running"
         ) from None
-    request = sweep_open_request(config)
+    swept = swept_values(config)
+    request = sweep_open_request(config, swept)
     in_process = request.parent is not None and request.parent.jobs == "here"
     tracker = tracking.open_tracker(request)
-    _sweep = _Sweep(tracker, in_process, os.getpid(), list(swept_values(config)), lock)
+    _sweep = _Sweep(tracker, in_process, os.getpid(), list(swept), lock)
     if in_process:
         return  # the first job waits for the store; the parent comes with its run
     opened = tracker.opened()  # jobs elsewhere need the parent's id before they start

@@ -7,8 +7,12 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.slurm import SlurmCluster
 
 REPO = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO / "conf"
@@ -46,6 +50,17 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[SlurmCluster]:
+    """A throw-away single-node SLURM cluster with accounting (tests/slurm.py), per module."""
+    from tests.slurm import slurm_available, slurm_cluster
+
+    if not slurm_available():
+        pytest.skip("needs root and Debian's slurmctld slurmd slurmdbd munge mariadb-server")
+    with slurm_cluster() as started:
+        yield started
 
 
 @pytest.fixture

@@ -13,27 +13,18 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from tests.slurm import SlurmCluster, slurm_available, slurm_cluster
+from tests.slurm import SlurmCluster
 
 pytestmark = pytest.mark.slow
 
 FAST = ["plots.enabled=false", "trainer.epochs=100"]
 ENDLESS = ["plots.enabled=false", "trainer.epochs=100000000"]
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[SlurmCluster]:
-    if not slurm_available():
-        pytest.skip("needs root and Debian's slurmctld slurmd slurmdbd munge mariadb-server")
-    with slurm_cluster() as started:
-        yield started
 
 
 def slurm_args(cluster: SlurmCluster, sweep_dir: Path) -> list[str]:

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from tests.slurm import SlurmCluster, slurm_available, slurm_cluster
+from tests.slurm import SlurmCluster
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[SlurmCluster]:
-    if not slurm_available():
-        pytest.skip("needs root and Debian's slurmctld slurmd slurmdbd munge mariadb-server")
-    with slurm_cluster() as started:
-        yield started
 
 
 def sbatch(cluster: SlurmCluster, command: str) -> str:

@@ -61,7 +61,8 @@ log = logging.getLogger(__name__)
 
 JOB_IDENTITY = (TAG_CONFIG_HASH, "linreg.job_num")  # a resumed sweep keeps a FINISHED job by these
 SOURCE_NAME = "linreg_exp"  # the UI's Source column: the entry point, not the process logging
-# MLflow 3's UI opens an experiment with this tag on its model-training pages (not GenAI's).
+# The experiment kind MLflow 3's UI may open an experiment by (model training, not GenAI);
+# 3.17.2's UI goes by its own GenAI / Model training switch instead (README: The MLflow UI).
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 # Fail fast on an unreachable server instead of MLflow's default of minutes of retries.
