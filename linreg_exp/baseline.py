@@ -13,7 +13,7 @@ import torch
 
 from linreg_exp.history import LinearParams
 
-LAD_MAX_POINTS = 1_000_000  # above this the exact search costs seconds (21 s at 1e7 points)
+LAD_MAX_POINTS = 1_000_000  # above this the exact search costs seconds (benchmarks/results.md)
 _GOLDEN = (math.sqrt(5) - 1) / 2
 
 

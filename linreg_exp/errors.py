@@ -1,8 +1,8 @@
-"""Errors meant for the user: the CLI prints their message as one line, without a traceback."""
+"""Errors meant for the user, and the one way an error gets past Hydra (app.py reports them)."""
 
 
 class LinregError(Exception):
-    """A problem the user can fix (bad config, unreachable store); exit code 2."""
+    """A problem the user can fix (bad config, unusable store): one line, exit code 2."""
 
 
 class ConfigError(LinregError):
@@ -11,3 +11,16 @@ class ConfigError(LinregError):
 
 class TrackingError(LinregError):
     """The MLflow tracking store cannot be opened or reached."""
+
+
+class Abort(BaseException):
+    """Carries `error` past Hydra to the app's error policy.
+
+    Hydra 1.3 turns an Exception raised in a callback into a warning and goes on, and records an
+    Exception raised by a job as a failed job while the sweep goes on. What must stop the whole
+    command (a store no job can use, a sweep that cannot open) travels as this BaseException.
+    """
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error

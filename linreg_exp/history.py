@@ -1,28 +1,22 @@
 """What training leaves behind, as plain data: no torch, no MLflow.
 
-Every epoch streams to MLflow as it happens (see tracking/recorder.py); the History keeps only
-what the pictures and the summary need, within a fixed size whatever the run's length: an
-evenly spaced sample of the trajectory (the first epoch always), the last epoch, and why
-training stopped. It is pickled to the process that records the run, so it stays small.
+Every epoch streams to the store as it happens (tracking/recorder.py); the History keeps only
+what the pictures and the console need, within a fixed size whatever the run's length: an evenly
+spaced sample of the epochs' named metrics (the first epoch always), the last epoch, and how
+training ended.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
+
+from linreg_exp.vocab import Metric, Outcome
 
 SAMPLE_SIZE = 4096  # the sample halves itself at this size: pictures need no more points
 
-Point = tuple[int, float, float, float]  # epoch, loss (before the step), weight, bias (after)
-
-
-class StopReason(StrEnum):
-    RUNNING = "running"
-    COMPLETED = "completed"
-    DIVERGED = "diverged"
-    INTERRUPTED = "interrupted"
+Point = tuple[int, tuple[float, ...]]  # epoch, the metrics' values in History.names order
 
 
 @dataclass(frozen=True)
@@ -39,10 +33,11 @@ class History:
     of one leaves the History consistent."""
 
     step: str = "autograd"  # or "fused": how gradients were computed (see train.step_kind)
+    names: tuple[str, ...] = ()  # the metrics of an epoch, set by the first one
     sample: list[Point] = field(default_factory=list)
     stride: int = 1
     last: Point | None = None
-    stop_reason: StopReason = StopReason.RUNNING
+    outcome: Outcome | None = None  # None while training
     diverged_at_epoch: int | None = None
     divergence: str | None = None  # how it diverged, for the run's linreg.failure tag
     capacity: int = SAMPLE_SIZE
@@ -51,10 +46,10 @@ class History:
         """Whether this next epoch's loss ends the run as diverged: non-finite, or grown past
         `factor` times the first epoch's loss (which catches a blow-up long before it
         overflows, while L1's bounded oscillation at a large learning rate stays in)."""
-        first = self.sample[0][1] if self.sample else None
+        first = self.series(Metric.LOSS)[0] if self.sample else None
         if math.isfinite(loss) and (first is None or first <= 0 or loss <= factor * first):
             return False
-        self.stop_reason, self.diverged_at_epoch = StopReason.DIVERGED, self.epochs_done
+        self.outcome, self.diverged_at_epoch = Outcome.DIVERGED, self.epochs_done
         self.divergence = (
             f"loss became non-finite at epoch {self.epochs_done}"
             if not math.isfinite(loss)
@@ -63,9 +58,12 @@ class History:
         )
         return True
 
-    def append(self, loss: float, weight: float, bias: float) -> None:
+    def append(self, metrics: Mapping[str, float]) -> None:
+        """The next epoch's metrics (the same names, in the same order, every epoch)."""
+        if not self.names:
+            self.names = tuple(metrics)
         epoch = 0 if self.last is None else self.last[0] + 1
-        point = (epoch, loss, weight, bias)
+        point = (epoch, tuple(metrics.values()))
         if epoch % self.stride == 0:
             self.sample.append(point)
             if len(self.sample) >= self.capacity:
@@ -79,32 +77,28 @@ class History:
 
     @property
     def epochs(self) -> list[int]:
-        return [p[0] for p in self.sample]
+        return [epoch for epoch, _ in self.sample]
 
-    @property
-    def loss(self) -> list[float]:
-        return [p[1] for p in self.sample]
-
-    @property
-    def weight(self) -> list[float]:
-        return [p[2] for p in self.sample]
-
-    @property
-    def bias(self) -> list[float]:
-        return [p[3] for p in self.sample]
+    def series(self, name: str) -> list[float]:
+        """One metric over the sampled epochs."""
+        index = self.names.index(name)
+        return [values[index] for _, values in self.sample]
 
     def trajectory(self) -> History:
         """The sample with the last epoch added if the stride skipped it: what pictures draw."""
         if self.last is None or self.sample[-1] == self.last:
             return self
-        return dataclasses.replace(self, sample=[*self.sample, self.last])
+        copy = History(self.step, self.names, [*self.sample, self.last], self.stride, self.last)
+        copy.outcome = self.outcome
+        return copy
 
     @property
-    def final(self) -> LinearParams:
+    def final(self) -> dict[str, float]:
+        """The last epoch's metrics by name."""
         assert self.last is not None, "no epoch done"
-        return LinearParams(self.last[2], self.last[3])
+        return dict(zip(self.names, self.last[1], strict=True))
 
     @property
-    def final_loss(self) -> float:
-        assert self.last is not None, "no epoch done"
-        return self.last[1]
+    def final_line(self) -> LinearParams:
+        final = self.final
+        return LinearParams(final[Metric.WEIGHT], final[Metric.BIAS])

@@ -1,17 +1,17 @@
-"""The config schema: dataclasses in Hydra's ConfigStore (types, key typos) plus range checks.
+"""The config schema: dataclasses (types, key typos) plus the range checks types cannot express.
 
 The YAML files under conf/ stay the user's interface; every option there pulls in its schema
-from the `schema/<group>` entries registered here, so Hydra rejects unknown keys and wrong types
-while composing. `validate` adds the range checks that types cannot express.
+from the `schema/<group>` entries that app.py registers in Hydra's ConfigStore (`register`), so
+Hydra rejects unknown keys and wrong types while composing. `validate` adds the range checks.
+Plain dataclasses and OmegaConf only: the ML core (data.py) reads DataConfig without Hydra.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from linreg_exp.errors import ConfigError
@@ -97,9 +97,14 @@ class LinregConfig:
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def register_configs() -> None:
+class ConfigStore(Protocol):
+    """What `register` needs of Hydra's ConfigStore."""
+
+    def store(self, name: str, node: Any, group: str | None = None) -> None: ...
+
+
+def register(cs: ConfigStore) -> None:
     """Register the schemas; conf/config.yaml and each group option name them in `defaults`."""
-    cs = ConfigStore.instance()
     cs.store(name="linreg_schema", node=LinregConfig)
     cs.store(group="schema/data", name="default", node=DataConfig)
     cs.store(group="schema/device", name="default", node=DeviceConfig)

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 # SIGUSR2 with less time left than this is the time limit's warning (it comes signal_delay_s
@@ -33,20 +34,23 @@ class Interrupted(KeyboardInterrupt):
         return 128 + self.signum
 
 
-def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
-    raise Interrupted(signum)
-
-
-def install_handlers() -> None:
-    """Route the stopping signals through `Interrupted` (main thread only; idempotent)."""
+def install(on_stop: Callable[[int], None] | None = None) -> None:
+    """Route the stopping signals through `Interrupted`, telling `on_stop` the signal first
+    (main thread only; an inherited SIG_IGN is kept)."""
     if threading.current_thread() is not threading.main_thread():
         return
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        if on_stop is not None:
+            on_stop(signum)
+        raise Interrupted(signum)
+
     stopping = [signal.SIGINT, signal.SIGTERM]
     if "SLURM_JOB_ID" in os.environ or "SUBMITIT_EXECUTOR" in os.environ:
         stopping.append(signal.SIGUSR2)  # submitit asks for it before the time limit
     for signum in stopping:
         if signal.getsignal(signum) is not signal.SIG_IGN:
-            signal.signal(signum, _raise_interrupted)
+            signal.signal(signum, stop)
 
 
 def exit_code_for(error: BaseException) -> int:

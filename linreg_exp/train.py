@@ -1,7 +1,8 @@
 """Training: nn.Linear(1, 1) fitted by the configured loss and optimizer, one epoch at a time.
 
-Nothing here knows MLflow exists. `fit` yields every epoch as it is done, so the caller can
-stream it to the store and stop at any epoch (a diverged loss, a signal) with nothing lost.
+Nothing here knows MLflow or Hydra exists. `fit` yields every epoch's named metrics as it is
+done, so the caller can stream them to the store and stop at any epoch (a diverged loss, a
+signal) with nothing lost. A new per-epoch metric is added here, and only here.
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ FUSED_MIN_POINTS = 200_000  # from here on autograd's extra passes over memory d
 class FusedLinearStep:
     """Full-batch loss and gradients of w·x + b in closed form, for L1 and MSE (mean).
 
-    Autograd needs ~10 passes over the data per epoch for nn.Linear + loss + backward; this
-    needs 5-6 and no temporaries beyond the residual, so large runs go ~2x faster. The update
-    itself stays with the configured torch.optim optimizer, so every optimizer works.
+    Autograd makes about twice the passes over the data per epoch for nn.Linear + loss +
+    backward; this makes 5-6 and no temporaries beyond the residual (benchmarks/results.md §2).
+    The update itself stays with the configured torch.optim optimizer, so every optimizer works.
     """
 
     def __init__(self, model: nn.Linear, squared: bool, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -108,12 +109,12 @@ def _epoch_mini_batch(
 
 def load_optimizer(make_optimizer: OptimizerFactory) -> None:
     """Construct the optimizer once on a throw-away parameter, so that its one-time cost
-    (torch.optim imports torch._dynamo on first use) is paid now, while the MLflow helper
-    opens the store, and bad optimizer arguments fail before the run exists."""
+    (torch.optim imports torch._dynamo on first use) is paid before the job waits for the store,
+    and bad optimizer arguments fail before the run exists."""
     make_optimizer([nn.Parameter(torch.zeros(1))])
 
 
-Epoch = tuple[float, float, float]  # loss (before the step), weight and bias (after it)
+Epoch = dict[str, float]  # loss (before the step), weight and bias (after it), by name
 
 
 def fit(
@@ -124,7 +125,7 @@ def fit(
     batch_size: int | None,
     seed: int,
 ) -> Iterator[Epoch]:
-    """Train nn.Linear(1, 1) (initialised from `seed`), yielding each epoch as it is done.
+    """Train nn.Linear(1, 1) (initialised from `seed`), yielding each epoch's metrics.
 
     The caller decides what to keep and when to stop (a diverged loss, a signal): training
     holds nothing of the past itself.
@@ -141,7 +142,7 @@ def fit(
             loss = _epoch_full_batch(model, loss_fn, optimizer, data.x, data.y)
         else:
             loss = _epoch_mini_batch(model, loss_fn, optimizer, data, batch_size, shuffle)
-        yield loss.item(), model.weight.item(), model.bias.item()
+        yield {"loss": loss.item(), "weight": model.weight.item(), "bias": model.bias.item()}
 
 
 _DEFAULT_THREADS = torch.get_num_threads()
@@ -165,5 +166,6 @@ def resolve_device(name: str) -> torch.device:
 
 
 def set_cpu_threads(num_data: int) -> None:
-    """One intra-op thread for small data (10x faster on a busy machine), all for large."""
+    """One intra-op thread for small data (extra threads only wait on each other there, most of
+    all on a busy machine), all of them for large data."""
     torch.set_num_threads(1 if num_data < SMALL_DATA_POINTS else _DEFAULT_THREADS)

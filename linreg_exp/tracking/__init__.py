@@ -1,25 +1,28 @@
 """Tracking: everything that talks to MLflow, behind one protocol (messages.py).
 
-    Tracker (recorder.py)  --requests, in order-->  Session (store.py): MlflowClient calls
-       in the job             the helper's pipe        in a helper process (service.py)
-                              (or a direct call)       (or in the job's own process)
+    Tracker (recorder.py)  --requests, in order-->  Session (session.py): MlflowClient calls
+       in the job             a helper's pipe          in a helper process (helper.py)
+                              (or a direct call)       (or in the job's own: InProcess)
 
-`open_tracker` is the one place that decides where the Session runs. Importing this package
-does not import MLflow.
+Which of the two a job gets is decided by the launch (sweeps/trackers.py). Importing this
+package, its protocol, its recorder or the helper's job side does not import MLflow.
 """
 
 from __future__ import annotations
 
 from linreg_exp.tracking.messages import Open
 from linreg_exp.tracking.recorder import Tracker
-from linreg_exp.tracking.service import InProcess, discard_prestarted, prestart, take_prestarted
-
-__all__ = ["InProcess", "Tracker", "discard_prestarted", "open_tracker", "prestart"]
 
 
-def open_tracker(request: Open) -> Tracker:
-    """A tracker that has started opening the store (`opened()` waits for it): through the
-    helper that `python -m linreg_exp` started, if this process has one, else in this process
-    (jobs that joblib or submitit run elsewhere, library use)."""
-    helper = take_prestarted()
-    return Tracker(helper if helper is not None else InProcess(), request)
+def in_process(request: Open) -> Tracker:
+    """A tracker whose Session runs in this process (MLflow is imported now)."""
+    from linreg_exp.tracking.session import InProcess
+
+    return Tracker(InProcess(), request)
+
+
+def in_helper(request: Open, preload: tuple[str, ...] = ()) -> Tracker:
+    """A tracker whose Session runs in a new helper process (see helper.py)."""
+    from linreg_exp.tracking.helper import Helper
+
+    return Tracker(Helper(preload), request)

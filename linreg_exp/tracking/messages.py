@@ -1,35 +1,36 @@
 """The tracking protocol: what a job asks of its store, and the answers.
 
-One set of messages serves a single run (a sweep of one, without a parent) and every job of a
-sweep. A Session (store.py) answers them one at a time, in order, whether it lives in a helper
-process (service.py) or in the job's own process. Requests and replies are plain picklable
-data: nothing here imports MLflow or torch.
+One set of messages serves a single run (a sweep of one, without a parent), every job of a
+sweep, and many runs at once. A Session (session.py) answers them one at a time, in order,
+whether it lives in a helper process or in the job's own. They carry named metrics, params,
+tags and files, as plain picklable data: nothing here imports MLflow, torch or the plots.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
-from linreg_exp.history import History, LinearParams
-
-if TYPE_CHECKING:
-    import numpy as np
-
-FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"  # MLflow's RunStatus names
-TAG_ERROR, TAG_FAILURE, TAG_OUTCOME = "linreg.error", "linreg.failure", "linreg.outcome"
-TAG_STOPPED_BY = "linreg.stopped_by"  # what interrupted a KILLED run: SIGINT, SLURM: time limit
-TAG_CONFIG_HASH = "linreg.config_hash"  # a job's identity within its sweep, for resuming it
-
+from linreg_exp.vocab import Outcome
 
 # ---------------------------------------------------------------- requests
 
 
 @dataclass(frozen=True)
+class Task:
+    """Work done where the run is recorded, before its files are logged: drawing its pictures,
+    say, in the helper process that already loaded the plotting library, so the job need not.
+    `function` ('module:name') is imported and called with `argument`; it returns the paths of
+    the files it wrote, which are logged with the run."""
+
+    function: str
+    argument: object
+
+
+@dataclass(frozen=True)
 class Parent:
-    """The parent run a sweep's own tracker owns: the one an earlier run of the same sweep left
-    in its sweep dir (`linreg.sweep_dir` tag), reopened, or a new one. Where the jobs run:
+    """The parent run a sweep's own tracker owns: the one an earlier launch of the same sweep
+    left (same `linreg.sweep_key`), reopened, or a new one. Where the jobs run:
 
     - "here" (the basic launcher): the parent is created with the first job's run, so a sweep
       rejected before any job leaves none;
@@ -37,11 +38,14 @@ class Parent:
     - "scheduler" (submitit, locally or on SLURM): jobs that may outlive a launcher that stops
       early, so only once every job has returned is a child still RUNNING taken as vanished.
 
-    Jobs that run elsewhere need the parent's id before they start: it is created at once."""
+    Jobs that run elsewhere need the parent's id before they start: it is created at once.
+    `report` ('module:name') is called with the SweepSummary and the sweep dir when the sweep
+    ends; it returns the files to log on the parent."""
 
     run_name: str
     tags: dict[str, str]
-    jobs: str = "here"
+    jobs: Literal["here", "workers", "scheduler"] = "here"
+    report: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,6 @@ class Open:
     experiment_name: str
     parent: Parent | None = None  # this tracker owns a sweep's parent run
     parent_run_id: str | None = None  # a job of a sweep launched elsewhere: its runs' parent
-    plots: bool = False  # load matplotlib now, while the job imports torch
 
 
 @dataclass(frozen=True)
@@ -66,52 +69,59 @@ class DatasetInfo:
 
 @dataclass(frozen=True)
 class StartRun:
-    """Create a run (a child of the parent, if any) and log its config. Answered by Started;
-    in a resumed sweep, by the FINISHED child of the same config (tag TAG_CONFIG_HASH) if one
-    exists, and no run is created."""
+    """Create a run (a child of the parent, if any) and log its params and config. Answered by
+    Started; in a resumed sweep, by the FINISHED child with the same identity tags (job number
+    and config hash) if one exists, and no run is created."""
 
-    run_name: str | None
+    run: str  # the key that names this run in the tracker's later requests
+    name: str | None
     tags: dict[str, str]
-    config: dict[str, Any]  # the composed config: params (flattened) and config.yaml
+    params: dict[str, str]
+    config: dict[str, Any]  # the composed config, logged as config.yaml
     dataset: DatasetInfo | None = None
+
+
+Row = tuple[int, int, tuple[float, ...]]  # step, ms timestamp, the values in `names` order
+
+
+@dataclass(frozen=True)
+class EpochBatch:
+    """One run's epochs: each row's values logged as the metrics `names` at step = epoch."""
+
+    run: str
+    names: tuple[str, ...]
+    rows: list[Row]
 
 
 @dataclass(frozen=True)
 class Epochs:
-    """A batch of the open run's epochs, logged as `loss`, `weight` and `bias` at step = epoch.
-    Steps already stored are skipped, so a batch sent twice is stored once."""
+    """Epochs of one or more open runs, stored together. Steps a run already has are skipped,
+    so a batch sent twice is stored once."""
 
-    rows: list[tuple[int, int, float, float, float]]  # epoch, ms timestamp, loss, weight, bias
+    batches: list[EpochBatch]
 
 
 @dataclass(frozen=True)
-class Pictures:
-    """What the pictures need: a sample of the data, the reference lines, where to write."""
-
-    x: np.ndarray
-    y: np.ndarray
-    true: LinearParams
-    optimum: LinearParams
-    optimum_loss: float | None
-    frames: int
-    out_dir: Path
+class Artifact:
+    path: str
+    directory: str | None = None  # where in the run's artifacts; None: at the top
 
 
 @dataclass(frozen=True)
 class FinishRun:
-    """End the open run with `status`, after logging what is left. Answered by Finished."""
+    """Log what is left of a run and end it with its outcome's status. Answered by Finished."""
 
-    status: str
-    history: History
+    run: str
+    outcome: Outcome
     metrics: dict[str, float] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
-    pictures: Pictures | None = None
-    logs: list[str] = field(default_factory=list)  # files attached under logs/ (submitit's)
+    files: list[Artifact] = field(default_factory=list)
+    report: Task | None = None  # its files are logged too
 
 
 @dataclass(frozen=True)
 class Close:
-    """End a run left open (KILLED), summarise and close the parent (`status` None: from its
+    """End the runs left open (KILLED), summarise and close the parent (`status` None: from its
     jobs). Answered by Closed; the helper exits when its job hangs up after it."""
 
     status: str | None = None
@@ -127,20 +137,21 @@ Request = Open | StartRun | Epochs | FinishRun | Close
 class Opened:
     experiment_id: str
     parent_run_id: str | None
-    resumed: bool = False  # the parent has FINISHED children from an earlier run of the sweep
+    resumed: bool = False  # the parent has FINISHED children from an earlier launch
 
 
 @dataclass(frozen=True)
 class Started:
+    run: str
     run_id: str
     experiment_id: str
     parent_run_id: str | None
-    kept_loss: float | None = None  # a FINISHED child kept from before: its final loss
+    kept: dict[str, float] | None = None  # a FINISHED child kept from before: its metrics
 
 
 @dataclass(frozen=True)
 class Stored:
-    count: int
+    count: int  # epochs stored (those already there skipped)
 
 
 @dataclass(frozen=True)
@@ -151,7 +162,7 @@ class Finished:
 @dataclass(frozen=True)
 class Closed:
     summary: str | None  # the sweep's one-line summary; None without a parent
-    error: str | None  # the first job whose outcome could not be logged
+    error: str | None  # the first run whose outcome could not be logged
 
 
 @dataclass(frozen=True)
@@ -163,6 +174,31 @@ class Failed:
 
 
 Reply = Opened | Started | Stored | Finished | Closed | Failed
+
+
+# ---------------------------------------------------------------- a sweep's end, for its report
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    """One job of a sweep as its parent's summary reads it from the store."""
+
+    run_id: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+    status: str
+    outcome: str
+    overrides: str
+    loss_curve: list[tuple[int, float]]  # (epoch, loss), a bounded sample; [] if none
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """What a sweep's report draws: its children (the latest attempt of each job) and the
+    params that tell them apart."""
+
+    children: list[ChildRun]
+    swept: list[str]
 
 
 def describe_error(error: BaseException) -> str:

@@ -1,11 +1,11 @@
 """The job's side of tracking: one API, wherever MLflow runs.
 
-    tracker = open_tracker(Open(uri, "linreg"))     # tracking/__init__.py picks where
-    tracker.opened()                                # the store is open, or TrackingError
-    run = tracker.start_run(StartRun(...), log_every_n_epochs=1, log_every_seconds=1.0)
-    for each epoch: run.epoch(step, loss, weight, bias)
-    run.finish(FinishRun(...))                      # a Future: wait for it, or not (sweeps)
-    tracker.close()                                 # the sweep's parent, the helper: done
+    tracker = Tracker(transport, Open(uri, "linreg"))   # the store starts opening
+    tracker.opened()                                     # open, or TrackingError
+    run = tracker.start_run(StartRun("run", ...), log_every_n_epochs=1, log_every_seconds=1.0)
+    for each epoch: run.epoch(step, {"loss": ..., "weight": ..., "bias": ...})
+    run.finish(Outcome.COMPLETED, metrics, ...)          # a Future: wait for it, or not (sweeps)
+    tracker.close()                                      # the sweep's parent, the helper: done
 
 Requests travel in order through a bounded queue to one worker thread, which hands each to the
 transport (the helper's pipe, or a Session in this process) and waits for its reply. So the
@@ -23,13 +23,16 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Protocol, TypeVar
 
 from linreg_exp.errors import TrackingError
 from linreg_exp.tracking.messages import (
+    Artifact,
     Close,
     Closed,
+    EpochBatch,
     Epochs,
     Failed,
     Finished,
@@ -38,10 +41,13 @@ from linreg_exp.tracking.messages import (
     Opened,
     Reply,
     Request,
+    Row,
     Started,
     StartRun,
     Stored,
+    Task,
 )
+from linreg_exp.vocab import Outcome
 
 FIRST_BATCH = 1000  # epochs in a batch until the store's rate is known
 SMALLEST_BATCH = 50
@@ -63,6 +69,7 @@ class Tracker:
         self.transport = transport
         self.tracking_uri = open_request.tracking_uri
         self.store_rate: float | None = None  # epochs a second, measured on the last batch
+        self.parent_run_id = open_request.parent_run_id  # the sweep's, once the store names it
         self._queue: queue.Queue[tuple[Request, Future[Reply]]] = queue.Queue(maxsize=1)
         self._worker = threading.Thread(target=self._serve, name="linreg-tracker", daemon=True)
         self._worker.start()
@@ -87,18 +94,19 @@ class Tracker:
 
     def opened(self) -> Opened:
         """Wait until the store is open; TrackingError (before any run exists) if it cannot be."""
-        return _value(self._opened, Opened)
+        return reply_of(self._opened, Opened)
 
     def start_run(
         self, request: StartRun, log_every_n_epochs: int = 1, log_every_seconds: float = 1.0
     ) -> RunStream:
         """Create a run; returns at once, the run is created while the job goes on."""
-        return RunStream(self, self.submit(request), log_every_n_epochs, log_every_seconds)
+        return RunStream(self, request.run, self.submit(request), log_every_n_epochs,
+                         log_every_seconds)  # fmt: skip
 
     def close(self, status: str | None = None) -> Closed:
         """End what is left (the sweep's parent, with `status`), stop the worker and transport."""
         try:
-            return _value(self.submit(Close(status)), Closed, CLOSE_WAIT_SECONDS)
+            return reply_of(self.submit(Close(status)), Closed, CLOSE_WAIT_SECONDS)
         finally:
             self._worker.join(CLOSE_WAIT_SECONDS)  # it stops after Close
             self.transport.close()
@@ -116,7 +124,10 @@ class Tracker:
             except BaseException as error:  # the helper is gone: every later request fails too
                 reply = Failed(str(error), user_error=False)
             if isinstance(message, Epochs) and not isinstance(reply, Failed):
-                self.store_rate = len(message.rows) / max(time.monotonic() - started, 1e-3)
+                epochs = sum(len(batch.rows) for batch in message.batches)
+                self.store_rate = epochs / max(time.monotonic() - started, 1e-3)
+            if isinstance(reply, Opened | Started) and reply.parent_run_id is not None:
+                self.parent_run_id = reply.parent_run_id
             future.set_result(reply)
 
 
@@ -126,27 +137,32 @@ class RunStream:
     def __init__(
         self,
         tracker: Tracker,
+        run: str,
         started: Future[Reply],
         log_every_n_epochs: int,
         log_every_seconds: float,
     ) -> None:
         self.tracker = tracker
+        self.run = run
         self._started = started
         self.every_n = log_every_n_epochs
         self.interval = log_every_seconds
         self._due = time.monotonic() + log_every_seconds
-        self._rows: list[tuple[int, int, float, float, float]] = []
-        self._skipped: tuple[int, int, float, float, float] | None = None  # the last one thinned
+        self._names: tuple[str, ...] = ()
+        self._rows: list[Row] = []
+        self._skipped: Row | None = None  # the last epoch thinned out
         self._sent: Future[Reply] | None = None  # the last batch
 
     def started(self) -> Started:
-        return _value(self._started, Started)
+        return reply_of(self._started, Started)
 
-    def epoch(self, step: int, loss: float, weight: float, bias: float) -> None:
-        """Queue an epoch for the store. Every change here is one list operation, so a signal
-        arriving in the middle loses nothing (a batch whose send it cut short is sent again at
-        the end, and the store skips the steps it has)."""
-        row = (step, time.time_ns() // 1_000_000, loss, weight, bias)
+    def epoch(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Queue an epoch's metrics (the same names every epoch). Every change here is one list
+        operation, so a signal arriving in the middle loses nothing (a batch whose send it cut
+        short is sent again at the end, and the store skips the steps it has)."""
+        if not self._names:
+            self._names = tuple(metrics)
+        row = (step, time.time_ns() // 1_000_000, tuple(metrics.values()))
         if step % self.every_n:
             self._skipped = row
             return
@@ -156,12 +172,21 @@ class RunStream:
         elif time.monotonic() >= self._due and not self.tracker.busy:
             self._send()
 
-    def finish(self, request: FinishRun) -> Future[Reply]:
+    def finish(
+        self,
+        outcome: Outcome,
+        metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
+        files: list[Artifact] | None = None,
+        report: Task | None = None,
+    ) -> Future[Reply]:
         """Send the epochs left (the last one always), then end the run, however it went."""
         if self._skipped is not None and (not self._rows or self._rows[-1] < self._skipped):
             self._rows.append(self._skipped)
         if self._rows:
             self._send(check=False)
+        request = FinishRun(self.run, outcome, dict(metrics or {}), dict(tags or {}),
+                            list(files or []), report)  # fmt: skip
         return self.tracker.submit(request)
 
     def _send(self, check: bool = True) -> None:
@@ -169,21 +194,23 @@ class RunStream:
         which stops training (the run then ends FAILED with that error)."""
         for future in (self._started, self._sent) if check else ():
             if future is not None and future.done():
-                _value(future, Started if future is self._started else Stored)
-        self._sent = self.tracker.submit(Epochs(self._rows[:]))
+                reply_of(future, Started if future is self._started else Stored)
+        batch = EpochBatch(self.run, self._names, self._rows[:])
+        self._sent = self.tracker.submit(Epochs([batch]))
         self._rows = []
         self._due = time.monotonic() + self.interval
 
 
-def finished(future: Future[Reply]) -> Finished:
+def finished(future: Future[Reply], timeout: float | None = None) -> Finished:
     """The run's end, once stored (raises what kept it from being stored)."""
-    return _value(future, Finished)
+    return reply_of(future, Finished, timeout)
 
 
 R = TypeVar("R", bound=Reply)
 
 
-def _value(future: Future[Reply], kind: type[R], timeout: float | None = None) -> R:
+def reply_of(future: Future[Reply], kind: type[R], timeout: float | None = None) -> R:
+    """The reply of the expected kind; a Failed reply raised (TrackingError for the user's)."""
     reply = future.result(timeout)
     if isinstance(reply, Failed):
         raise TrackingError(reply.message) if reply.user_error else RuntimeError(reply.message)

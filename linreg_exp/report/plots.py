@@ -2,8 +2,8 @@
 
 Data comes as numpy arrays, already a sample of the dataset (`Dataset.sample(PICTURE_POINTS)`),
 and the trajectory as a History's bounded sample of the epochs: every point given is drawn, so
-a picture costs the same for 500 epochs or 1e8. No torch import: the process that records a run
-(tracking/store.py) draws without loading torch.
+a picture costs the same for 500 epochs or 1e8. No torch and no MLflow here: the helper process
+that records a run draws its pictures (report/pictures.py) without loading torch.
 
 Uses matplotlib's object-oriented API with the Agg canvas: no pyplot state, no GUI backend.
 """
@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
 from linreg_exp.history import History, LinearParams
+from linreg_exp.vocab import Metric
 
 # Fixed margins instead of tight_layout, which lays all text out once more.
 _MARGINS = {"left": 0.12, "right": 0.97, "bottom": 0.12, "top": 0.92}
@@ -38,10 +39,11 @@ def loss_curve(history: History, optimum_loss: float | None) -> Figure:
     """Loss per epoch; log-y when it spans decades; the closed-form optimum as a reference."""
     fig = Figure(figsize=(6, 4), dpi=100)
     ax = fig.add_subplot()
-    ax.plot(history.epochs, history.loss, label="training loss")
+    loss = history.series(Metric.LOSS)
+    ax.plot(history.epochs, loss, label="training loss")
     if optimum_loss is not None:
         ax.axhline(optimum_loss, color="tab:green", linestyle="--", label="closed-form optimum")
-    if _spans_decades([*history.loss, *([optimum_loss] if optimum_loss else [])]):
+    if _spans_decades([*loss, *([optimum_loss] if optimum_loss else [])]):
         ax.set_yscale("log")
     ax.set(xlabel="epoch", ylabel="loss", title="Loss per epoch")
     ax.legend()
@@ -118,8 +120,10 @@ def training_gif(x: np.ndarray, y: np.ndarray, history: History, frames: int) ->
         round(rcParams["font.size"] * fig.dpi / 72),
     )
     images: list[Image.Image] = []
-    for index in frame_indices(len(history.sample), frames):
-        epoch, _, weight, bias = history.sample[index]
+    epochs = history.epochs
+    weights, biases = history.series(Metric.WEIGHT), history.series(Metric.BIAS)
+    for index in frame_indices(len(epochs), frames):
+        epoch, weight, bias = epochs[index], weights[index], biases[index]
         line.set_ydata(weight * grid + bias)
         canvas.restore_region(background)
         ax.draw_artist(line)

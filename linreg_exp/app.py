@@ -1,0 +1,156 @@
+"""`python -m linreg_exp [overrides]` and the `linreg-exp` script: the Hydra adapter.
+
+Hydra composes the config and calls the task function (`JobRunner`) for each job; the launch
+callback (sweeps/callback.py) opens the tracking around the jobs and hands each job its
+description. Every failure comes back to one policy here (`report`): one line naming the key
+and value for bad input (exit 2), 128 + signal for Ctrl-C or SIGTERM, 1 for a failed job, and a
+traceback only for a bug, or for every error with HYDRA_FULL_ERROR=1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    OmegaConfBaseException,
+    ValidationError,
+)
+
+from linreg_exp import schema, signals, startup
+from linreg_exp.errors import Abort, LinregError, TrackingError
+from linreg_exp.sweeps.jobs import Assignment
+
+log = logging.getLogger(__name__)
+
+# An installed wheel carries the configs in the package; a checkout has them at its top level.
+_PACKAGED = Path(__file__).resolve().parent / "conf"
+CONFIG_DIR = _PACKAGED if _PACKAGED.is_dir() else _PACKAGED.parent.parent / "conf"
+
+
+def register_configs() -> None:
+    """The schemas, in Hydra's ConfigStore (where conf/*.yaml find them)."""
+    schema.register(ConfigStore.instance())
+
+
+# At import: joblib and submitit workers compose their job's config after unpickling the task
+# function, which imports this module.
+register_configs()
+
+
+class JobRunner:
+    """Hydra's task function: runs one job with what its launch handed over (`receive`, called
+    by the launch callback just before). Returns the job's objective, for sweepers like Optuna."""
+
+    def __init__(self) -> None:
+        self._next: Assignment | None = None
+
+    def receive(self, assignment: Assignment) -> None:
+        self._next = assignment
+
+    def __call__(self, cfg: DictConfig) -> float:
+        assignment, self._next = self._next, None
+        if assignment is None:
+            raise LinregError("hydra.callbacks: linreg_exp's launch callback is missing")
+        job = assignment.job
+        try:
+            from linreg_exp.job import run  # torch: imported while the store opens
+
+            return run(cfg, job, assignment.tracker).objective
+        except TrackingError as error:  # a store no job can use stops a sweep too
+            raise Abort(error) from error
+        except Exception as error:  # a sweep goes on: the job's log file keeps what happened
+            if job.number is not None:
+                rejected = isinstance(error, LinregError)
+                log.error("job %s %s: %s", job.number, "rejected" if rejected else "failed",
+                          error, exc_info=not rejected)  # fmt: skip
+            raise
+        finally:
+            if assignment.owns_tracker:  # waits until the run has ended in the store
+                assignment.tracker.close()
+
+
+def main() -> None:
+    """Run Hydra; end the process with the code `report` decided, without teardown."""
+    teardown = startup.TeardownSkipped()  # first: its exit handler runs after all others
+    signals.install()
+    teardown.code = run_hydra()
+    sys.exit(teardown.code)
+
+
+def run_hydra() -> int:
+    """Hydra raises its errors to us only with HYDRA_FULL_ERROR=1 (else it prints its own
+    report and exits 1), so it is set here; the user's own setting shows every traceback."""
+    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    entry = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
+    try:
+        entry(JobRunner())()
+    except SystemExit as exit_:  # --help, --version, ...
+        return exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    except BaseException as error:
+        inner = error.error if isinstance(error, Abort) else error
+        if full_error and not isinstance(inner, KeyboardInterrupt):
+            raise inner from None
+        return report(inner)
+    return 0
+
+
+def report(error: BaseException) -> int:
+    """The one error policy: what the user sees of `error`, and the exit code."""
+    if isinstance(error, KeyboardInterrupt):
+        print("linreg_exp: interrupted", file=sys.stderr)
+        return signals.exit_code_for(error)
+    if isinstance(error, LinregError):
+        line, code = str(error), 2
+    elif isinstance(error, HydraException | OmegaConfBaseException):
+        line, code = describe_config_error(error), 2
+    elif type(error).__module__.startswith("submitit"):  # the scheduler ended a job: no bug
+        line, code = describe_job_failure(error), 1
+    else:
+        traceback.print_exception(error)
+        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+        print("(set HYDRA_FULL_ERROR=1 for the complete stack trace)", file=sys.stderr)
+        return 1
+    print(f"error: {line}", file=sys.stderr)
+    return code
+
+
+def _public_fields(node_type: object) -> list[str]:
+    if not dataclasses.is_dataclass(node_type):
+        return []
+    return [f.name for f in dataclasses.fields(node_type) if not f.name.startswith("_")]
+
+
+def describe_config_error(error: BaseException) -> str:
+    """Hydra's multi-line composition errors, folded into one line naming key and choices."""
+    if isinstance(error, MissingConfigException) and error.options:
+        group, _, option = (error.missing_cfg_file or "").rpartition("/")
+        return f"{group}={option} is not an option; allowed: {', '.join(sorted(error.options))}"
+    cause = error.__cause__ if isinstance(error, HydraException) else error
+    if isinstance(cause, ConfigAttributeError | ConfigKeyError) and cause.full_key:
+        parent = cause.full_key.rpartition(".")[0] or "the top level"
+        allowed = ", ".join(_public_fields(cause.object_type)) or "see --help"
+        return f"{cause.full_key} is not a config key; allowed keys in {parent}: {allowed}"
+    if isinstance(cause, ValidationError) and cause.full_key:
+        reason = str(cause.msg).splitlines()[0]
+        return f"{cause.full_key}={cause.value}: {reason}"
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return "; ".join(lines[:2]) or type(error).__name__
+
+
+def describe_job_failure(error: BaseException) -> str:
+    """submitit's report of a job that ended without a result (cancelled, timed out, killed),
+    in one line: what it says before the job's error stream, which is in the job's log."""
+    head = str(error).split("Error stream produced", 1)[0]
+    return " ".join(head.split()) or type(error).__name__

@@ -1,0 +1,317 @@
+"""One job, end to end: config → data → training → named metrics → tracking, then its report.
+
+`run(cfg, job, tracker)` is a plain function of the composed config and a small description of
+this one job (jobspec.Job); the launch (sweeps/) builds the description and picks the tracker, and
+nothing here reads Hydra's state or knows about sweeps. Nothing here imports MLflow either: the
+tracker owns the run, in a helper process or in this one.
+
+Everything that can reject the job (its values, the device, the optimizer's arguments, the
+store) happens before its MLflow run exists; once it exists, every way out ends it with an
+outcome. The job's own work comes before it waits for the store, which opens meanwhile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from tqdm import tqdm
+
+from linreg_exp import signals, tracking
+from linreg_exp.baseline import closed_form_optimum, least_squares
+from linreg_exp.data import Dataset, make_dataset
+from linreg_exp.history import History, LinearParams
+from linreg_exp.jobspec import Job, JobResult
+from linreg_exp.report.pictures import RunPictures
+from linreg_exp.schema import DataConfig, validate
+from linreg_exp.tracking import uris
+from linreg_exp.tracking.messages import Artifact, DatasetInfo, Open, StartRun, Task, describe_error
+from linreg_exp.tracking.recorder import RunStream, Tracker, finished
+from linreg_exp.train import (
+    OptimizerFactory,
+    fit,
+    load_optimizer,
+    resolve_device,
+    set_cpu_threads,
+    step_kind,
+)
+from linreg_exp.vocab import LOSS_CURVE_FILE, Metric, Outcome, Tag
+
+log = logging.getLogger(__name__)
+
+PICTURE_POINTS = 2000  # at most this many data points are drawn: more only slow the plots
+CURVE_POINTS = 500  # points of the sampled loss a sweep's report draws for this run
+
+
+def run(cfg: DictConfig, job: Job, tracker: Tracker | None = None) -> JobResult:
+    """Train and track one job. Without a tracker, it opens one of its own in this process."""
+    if tracker is None:
+        own = tracking.in_process(Open(job.tracking_uri, cfg.mlflow.experiment_name,
+                                       parent_run_id=job.parent_run_id))  # fmt: skip
+        try:
+            return run(cfg, job, own)
+        finally:
+            own.close()
+    validate(cfg)
+    device = resolve_device(cfg.device.name)
+    set_cpu_threads(cfg.data.num_data)
+    loss_fn = build_loss(cfg.loss).to(device)
+    make_optimizer = instantiate(cfg.optimizer)
+    load_optimizer(make_optimizer)
+    data = make_dataset(cast(DataConfig, cfg.data), cfg.seed).to(device)
+    reference = compute_reference(data, cfg.data, cfg.loss, loss_fn)
+    opened = tracker.opened()  # the store is open by now, else TrackingError: no run exists
+    stream = tracker.start_run(
+        start_request(cfg, job, str(device), tracker.tracking_uri),
+        cfg.trainer.log_every_n_epochs,
+        cfg.mlflow.log_every_seconds,
+    )
+    if opened.resumed and (kept := stream.started()).kept is not None:
+        log.info("job %s skipped: FINISHED before as run %s", job.number, kept.run_id)
+        return JobResult(Outcome.COMPLETED, kept.run_id, kept.kept, kept=True)
+    history = History(step=step_kind(loss_fn, cfg.data.num_data, cfg.trainer.batch_size))
+    logs = [Artifact(path, "logs") for path in job.log_files]
+    try:  # from here on an error is recorded on the run: FAILED, with the error as a tag
+        started = time.perf_counter()
+        train(cfg, data, loss_fn, make_optimizer, history, stream)
+    except KeyboardInterrupt as stop:  # an interrupted or failed run keeps its epochs
+        print(f"\nlinreg_exp: interrupted after {history.epochs_done} epochs", file=sys.stderr)
+        stream.finish(Outcome.INTERRUPTED, tags={Tag.STOPPED_BY: signals.describe(stop)},
+                      files=logs)  # fmt: skip
+        raise  # closing the tracker waits until the run has ended
+    except Exception as error:
+        stream.finish(Outcome.ERROR, tags={Tag.ERROR: describe_error(error)}, files=logs)
+        raise
+
+    outcome = history.outcome or Outcome.COMPLETED
+    metrics = final_metrics(history, reference, cfg.loss.name)
+    metrics["train_seconds"] = time.perf_counter() - started
+    tags = {Tag.TRAIN_STEP: history.step}
+    if outcome is Outcome.DIVERGED:
+        tags[Tag.DIVERGED_AT_EPOCH] = str(history.diverged_at_epoch)
+        tags[Tag.FAILURE] = f"diverged: {history.divergence}"
+    files = [*logs, *([Artifact(str(write_loss_curve(history, job.output_dir)))]
+                      if history.epochs_done else [])]  # fmt: skip
+    pictures = None
+    if cfg.plots.enabled and history.epochs_done:
+        pictures = Task("linreg_exp.report.pictures:draw", run_pictures(cfg, job, data, history,
+                                                                        reference))  # fmt: skip
+    ending = stream.finish(outcome, metrics, tags, files, pictures)
+    if job.number is None:  # a single run is stored before it reports; a sweep's next job
+        finished(ending)  # starts while this one is logged
+    result = JobResult(outcome, stream.started().run_id, metrics)
+    tell(cfg, job, history, reference, result, tracker.tracking_uri, opened.experiment_id)
+    return result
+
+
+def train(
+    cfg: DictConfig,
+    data: Dataset,
+    loss_fn: nn.Module,
+    make_optimizer: OptimizerFactory,
+    history: History,
+    stream: RunStream,
+) -> None:
+    """Every epoch into the bounded History and onto the stream, as it is done."""
+    epochs: Iterable[dict[str, float]] = fit(
+        data, loss_fn, make_optimizer, cfg.trainer.epochs, cfg.trainer.batch_size, cfg.seed
+    )
+    if sys.stderr.isatty():
+        epochs = tqdm(epochs, "training", cfg.trainer.epochs, leave=False, unit="epoch",
+                      mininterval=0.25)  # fmt: skip
+    factor = cfg.trainer.divergence_factor
+    for step, metrics in enumerate(epochs):
+        if history.diverges(metrics[Metric.LOSS], factor):
+            return
+        history.append(metrics)
+        stream.epoch(step, metrics)
+    history.outcome = Outcome.COMPLETED
+
+
+# ---------------------------------------------------------------- what the run is compared with
+
+
+def build_loss(loss_cfg: DictConfig) -> nn.Module:
+    """Instantiate the loss from its `_target_`; `name` is ours, not the constructor's."""
+    spec = OmegaConf.masked_copy(loss_cfg, [str(k) for k in loss_cfg if k != "name"])
+    return cast(nn.Module, instantiate(spec))
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What the learned line is compared with: the truth and the closed-form optimum."""
+
+    true: LinearParams
+    least_squares: LinearParams
+    optimum: LinearParams | None
+    optimum_loss: float | None
+
+
+def compute_reference(
+    data: Dataset, data_cfg: DictConfig, loss_cfg: DictConfig, loss_fn: nn.Module
+) -> Reference:
+    x, y = data.x.cpu(), data.y.cpu()
+    optimum = closed_form_optimum(loss_cfg.name, x, y)
+    optimum_loss = None
+    if optimum is not None:
+        with torch.no_grad():
+            optimum_loss = float(loss_fn(data.x * optimum.weight + optimum.bias, data.y))
+    return Reference(
+        true=LinearParams(data_cfg.true_weight, data_cfg.true_bias),
+        least_squares=least_squares(x, y),
+        optimum=optimum,
+        optimum_loss=optimum_loss,
+    )
+
+
+def final_metrics(history: History, ref: Reference, loss_name: str) -> dict[str, float]:
+    values = {"ols_weight": ref.least_squares.weight, "ols_bias": ref.least_squares.bias}
+    if loss_name == "l1" and ref.optimum is not None:
+        values |= {"lad_weight": ref.optimum.weight, "lad_bias": ref.optimum.bias}
+    if ref.optimum_loss is not None:
+        values["optimum_loss"] = ref.optimum_loss
+    if history.last is None:
+        return values
+    final = history.final
+    weight, bias = final[Metric.WEIGHT], final[Metric.BIAS]
+    values |= {
+        Metric.FINAL_LOSS: final[Metric.LOSS],
+        Metric.FINAL_WEIGHT: weight,
+        Metric.FINAL_BIAS: bias,
+        "weight_gap_to_true": abs(weight - ref.true.weight),
+        "bias_gap_to_true": abs(bias - ref.true.bias),
+    }
+    if ref.optimum is not None:
+        values["weight_gap_to_optimum"] = abs(weight - ref.optimum.weight)
+        values["bias_gap_to_optimum"] = abs(bias - ref.optimum.bias)
+    return values
+
+
+# ---------------------------------------------------------------- what the run records
+
+
+def start_request(cfg: DictConfig, job: Job, device: str, tracking_uri: str) -> StartRun:
+    """The run's name, tags, params and config, as the store will hold them."""
+    container = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+    tags = {
+        Tag.COMMAND: job.command,
+        Tag.OVERRIDES: " ".join(uris.mask_override(o) for o in job.overrides),
+        Tag.DEVICE: device,
+        Tag.OUTPUT_DIR: str(job.output_dir),
+        Tag.CONFIG_HASH: config_hash(container),
+    }
+    if job.number is not None:
+        tags[Tag.JOB_NUM] = str(job.number)
+    container["mlflow"]["tracking_uri"] = uris.mask_uri(tracking_uri)
+    params = {key: str(value) for key, value in flatten(container).items()}
+    key = "run" if job.number is None else str(job.number)
+    return StartRun(key, job.run_name, tags, params, container, dataset_info(cfg, job.data_option))
+
+
+def _digest(data: object, length: int) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:length]
+
+
+def config_hash(container: dict[str, Any]) -> str:
+    """What a job is: its composed config, but for which store it is tracked in."""
+    return _digest({**container, "mlflow": {**container["mlflow"], "tracking_uri": None}}, 16)
+
+
+def dataset_info(cfg: DictConfig, data_option: str) -> DatasetInfo:
+    """The data a run trains on, named after its config group option, identified by a hash of
+    what generates it: two runs with the same digest saw the same points."""
+    source = {"data": OmegaConf.to_container(cfg.data, resolve=True), "seed": cfg.seed}
+    return DatasetInfo(f"linreg_{data_option}", _digest(source, 8), source)
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'optimizer': {'lr': 0.01}} -> {'optimizer.lr': 0.01}, the shape of MLflow params."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def write_loss_curve(history: History, out_dir: Path) -> Path:
+    """At most CURVE_POINTS (epoch, loss) points of the run, evenly spread, both ends kept: the
+    curve its sweep's report draws, however long the run trained."""
+    trajectory = history.trajectory()
+    epochs, losses = trajectory.epochs, trajectory.series(Metric.LOSS)
+    step = max(1, math.ceil(len(epochs) / CURVE_POINTS))
+    picked = sorted({*range(0, len(epochs), step), len(epochs) - 1})
+    path = out_dir / LOSS_CURVE_FILE
+    path.write_text(json.dumps([[epochs[i], losses[i]] for i in picked]))
+    return path
+
+
+def run_pictures(
+    cfg: DictConfig, job: Job, data: Dataset, history: History, ref: Reference
+) -> RunPictures:
+    x, y = data.sample(PICTURE_POINTS)
+    return RunPictures(
+        x=x.tolist(),
+        y=y.tolist(),
+        trajectory=history.trajectory(),
+        true=ref.true,
+        optimum=ref.optimum or ref.least_squares,
+        optimum_loss=ref.optimum_loss,
+        frames=cfg.plots.frames,
+        out_dir=str(job.output_dir),
+    )
+
+
+# ---------------------------------------------------------------- what the run tells the user
+
+
+def tell(
+    cfg: DictConfig,
+    job: Job,
+    history: History,
+    ref: Reference,
+    result: JobResult,
+    uri: str,
+    experiment_id: str,
+) -> None:
+    """A short summary for the console and the job's log file."""
+    metrics, run_id, command = result.metrics, result.run_id, job.command
+    if result.outcome is Outcome.DIVERGED:
+        log.warning("run %s DIVERGED: %s (%s); recorded as FAILED", run_id, history.divergence,
+                    command)  # fmt: skip
+        return
+    weight, bias = metrics[Metric.FINAL_WEIGHT], metrics[Metric.FINAL_BIAS]
+    if job.number is not None:
+        log.info("job %s: %s -> final_loss=%.6g weight=%.4f bias=%.4f [%s]", job.number,
+                 command.removeprefix("python -m linreg_exp").strip(), metrics[Metric.FINAL_LOSS],
+                 weight, bias, run_id)  # fmt: skip
+        return
+    optimum = ref.optimum or ref.least_squares
+    optimum_name = "LAD" if cfg.loss.name == "l1" and ref.optimum is not None else "least squares"
+    against = ""
+    if ref.optimum_loss is not None:
+        against = f"  (closed-form optimum {ref.optimum_loss:.6g})"
+    lines = [
+        f"final loss {metrics[Metric.FINAL_LOSS]:.6g}{against}",
+        f"weight {weight:9.5f}  true {ref.true.weight:9.5f}  {optimum_name} {optimum.weight:9.5f}",
+        f"bias   {bias:9.5f}  true {ref.true.bias:9.5f}  {optimum_name} {optimum.bias:9.5f}",
+        f"run    {run_id} in {cfg.mlflow.experiment_name!r} at {uris.mask_uri(uri)}",
+        f"rerun  {command}",
+        f"ui     {uris.ui_command(uri)}   (or: make ui)",
+        f"page   {uris.run_url(uri, experiment_id, run_id)}",
+    ]
+    log.info("linreg_exp: %d epochs done\n  %s", history.epochs_done, "\n  ".join(lines))

@@ -1,0 +1,41 @@
+"""What a launch and a job tell each other, as plain data: the job's description (`Job`), which
+sweeps/jobs.py builds from Hydra's config of the job, and its result (`JobResult`). Light enough
+to import where no job runs (the launching process), unlike job.py with torch."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from linreg_exp.vocab import Metric, Outcome
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the launch knows about this one job."""
+
+    output_dir: Path
+    tracking_uri: str
+    number: int | None = None  # its job number in a sweep; None for a single run
+    overrides: tuple[str, ...] = ()  # as typed on the command line
+    run_name: str | None = None  # None: MLflow's generated name
+    command: str = "python -m linreg_exp"  # the command that reproduces this job
+    data_option: str = "default"  # the data group's option: names the dataset
+    parent_run_id: str | None = None  # its sweep's parent run, for a tracker of its own
+    log_files: tuple[str, ...] = ()  # attached to the run under logs/ (submitit's)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    outcome: Outcome
+    run_id: str
+    metrics: dict[str, float]
+    kept: bool = False  # a FINISHED run of an earlier launch of the sweep, not run again
+
+    @property
+    def objective(self) -> float:
+        """What a sweeper minimises: final_loss, inf for a run that did not complete."""
+        if self.outcome is not Outcome.COMPLETED:
+            return math.inf
+        return self.metrics.get(Metric.FINAL_LOSS, math.inf)

@@ -1,0 +1,47 @@
+"""A sweep's report: sweep.png (final loss against the swept values, every job's loss curve)
+and summary.csv (a row per job), drawn from the SweepSummary its parent's end reads from the
+store (tracking/parent.py runs `draw` as a Task)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+from linreg_exp.report import plots
+from linreg_exp.tracking.messages import SweepSummary
+from linreg_exp.vocab import Metric, Outcome
+
+
+def draw(summary: SweepSummary, out_dir: str) -> list[Path]:
+    """Write sweep.png and summary.csv into `out_dir`; returns their paths."""
+    jobs = [
+        plots.SweepJob(
+            params=child.params,
+            final_loss=child.metrics.get(Metric.FINAL_LOSS, math.nan),
+            diverged=child.outcome == Outcome.DIVERGED,
+            loss_curve=sorted(child.loss_curve),
+        )
+        for child in summary.children
+    ]
+    picture = plots.save_figure(
+        plots.sweep_figure(jobs, summary.swept), Path(out_dir) / "sweep.png"
+    )
+    return [picture, write_csv(summary, Path(out_dir) / "summary.csv")]
+
+
+def write_csv(summary: SweepSummary, path: Path) -> Path:
+    columns = [Metric.FINAL_LOSS, Metric.FINAL_WEIGHT, Metric.FINAL_BIAS]
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["run_id", "overrides", *summary.swept, *columns, "status", "outcome"])
+        for child in summary.children:
+            writer.writerow([
+                child.run_id,
+                child.overrides,
+                *(child.params.get(key, "") for key in summary.swept),
+                *(child.metrics.get(key, "") for key in columns),
+                child.status,
+                child.outcome,
+            ])  # fmt: skip
+    return path

@@ -1,0 +1,69 @@
+"""Each job's description (jobspec.Job), from Hydra's config of that job: the one place where
+Hydra's view of a job becomes plain data for it."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from linreg_exp.jobspec import Job
+from linreg_exp.sweeps import naming
+from linreg_exp.sweeps.launch import LaunchInfo
+from linreg_exp.tracking.recorder import Tracker
+from linreg_exp.tracking.uris import mask_override
+
+# Overrides that select a sweep; a job's reproduce command must not start the sweep again.
+SWEEP_ONLY_OVERRIDES = ("hparams_search=",)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A job as its launch hands it to the task function: what it is, what it records through,
+    and whether that tracker is the job's own to close when it is done."""
+
+    job: Job
+    tracker: Tracker
+    owns_tracker: bool
+
+
+def describe(config: DictConfig, info: LaunchInfo) -> Job:
+    """`config`: the job's composed config with its `hydra` node, as Hydra hands it to
+    callbacks when the job starts."""
+    hydra = config.hydra
+    overrides = tuple(str(o) for o in hydra.overrides.task)
+    run_name = config.mlflow.run_name or (
+        naming.job_name(overrides, info.swept) if info.multirun else None
+    )
+    return Job(
+        output_dir=Path(str(hydra.runtime.output_dir)),
+        tracking_uri=info.tracking_uri,
+        number=int(hydra.job.num) if info.multirun else None,
+        overrides=overrides,
+        run_name=run_name,
+        command=reproduce_command(overrides),
+        data_option=str(hydra.runtime.choices.get("data", "data")),
+        parent_run_id=info.parent_run_id,
+        log_files=submitit_logs(),
+    )
+
+
+def reproduce_command(overrides: Sequence[str]) -> str:
+    """The command line that re-runs exactly this job (sweep selectors dropped)."""
+    kept = [o for o in overrides if not o.startswith(SWEEP_ONLY_OVERRIDES)]
+    return shlex.join(["python", "-m", "linreg_exp", *(mask_override(o) for o in kept)])
+
+
+def submitit_logs() -> tuple[str, ...]:
+    """submitit's stdout and stderr of this job, when a submitit launcher runs it (locally or
+    on SLURM): attached to its run, so its output is found beside its metrics."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return ()
+    import submitit
+
+    paths = submitit.JobEnvironment().paths
+    return str(paths.stdout), str(paths.stderr)

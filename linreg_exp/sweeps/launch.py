@@ -1,0 +1,166 @@
+"""What a launch holds open in the launching process: the tracker its runs are recorded through
+(for a sweep, the owner of its parent run) and its sweep dir's lock; and what every job of it
+needs to know, wherever it runs (`LaunchInfo`, which travels to jobs elsewhere with the callback).
+
+A launch closes when Hydra says the run or the sweep ended, or else when the process exits:
+Hydra skips its end hooks after a failed job, a sweep its sweeper rejected, or a stop signal.
+Then the parent ends KILLED if a signal stopped the process, FAILED otherwise.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import logging
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from filelock import FileLock, Timeout
+from omegaconf import DictConfig
+
+from linreg_exp import signals, startup, tracking
+from linreg_exp.errors import ConfigError
+from linreg_exp.schema import validate
+from linreg_exp.sweeps import naming
+from linreg_exp.tracking.messages import Closed, Open, Parent
+from linreg_exp.tracking.recorder import Tracker
+from linreg_exp.tracking.uris import mask_override, resolve_tracking_uri, run_url
+from linreg_exp.vocab import FAILED, KILLED, Tag
+
+log = logging.getLogger(__name__)
+
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+SWEEP_REPORT = "linreg_exp.report.sweep:draw"
+
+Jobs = Literal["here", "workers", "scheduler"]
+
+
+@dataclass(frozen=True)
+class LaunchInfo:
+    """What every job of a launch needs, wherever it runs (picklable)."""
+
+    tracking_uri: str
+    experiment_name: str
+    multirun: bool
+    swept: tuple[str, ...] = ()  # the keys a sweep varies: they name its jobs' runs
+    parent_run_id: str | None = None  # known before any job starts where jobs run elsewhere
+    jobs: Jobs = "here"  # where the jobs run (messages.Parent)
+
+
+def jobs_of(launcher: str) -> Jobs:
+    """Where a launcher runs the jobs: in this process, in its workers, or on a scheduler."""
+    if launcher == BASIC_LAUNCHER or launcher.startswith("linreg_exp."):
+        return "here"
+    return "scheduler" if "submitit" in launcher else "workers"
+
+
+class Launch:
+    """An open launch: its tracker, its lock, and closing them however the process ends."""
+
+    def __init__(self, info: LaunchInfo, tracker: Tracker, lock: FileLock | None = None) -> None:
+        self.info, self.tracker, self.lock = info, tracker, lock
+        self.stopped_by: int | None = None  # a stop signal this process received
+        self._announced = False
+        signals.install(on_stop=self._note_stop)
+        atexit.register(self._close_at_exit)
+
+    @classmethod
+    def single(cls, config: DictConfig) -> Launch:
+        """A single run: checked before its output dir exists, its store opening at once."""
+        validate(config)
+        uri = resolve_tracking_uri(config.mlflow.tracking_uri, Path.cwd())
+        name = config.mlflow.experiment_name
+        preload = startup.HELPER_PRELOAD if config.plots.enabled else ()
+        return cls(LaunchInfo(uri, name, multirun=False),
+                   tracking.in_helper(Open(uri, name), preload))  # fmt: skip
+
+    @classmethod
+    def sweep(cls, config: DictConfig) -> Launch:
+        """A sweep: the values its jobs share checked, its sweep dir locked (a second launch into
+        it would resume it at the same time), its parent run described and, where the jobs run
+        elsewhere, created now: they need its id."""
+        validate(config)
+        sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(sweep_dir / ".linreg_exp.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise ConfigError(
+                f"hydra.sweep.dir={sweep_dir} is in use by another sweep that is still running"
+            ) from None
+        try:
+            return cls._open_sweep(config, sweep_dir, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def _open_sweep(cls, config: DictConfig, sweep_dir: Path, lock: FileLock) -> Launch:
+        overrides = list(config.hydra.overrides.task)
+        swept = naming.swept_values(overrides, config.hydra.sweeper.get("params") or {})
+        masked = [mask_override(o) for o in overrides]
+        launcher = str(config.hydra.launcher._target_)
+        parent = Parent(
+            run_name=config.mlflow.run_name or naming.sweep_name(swept),
+            tags={
+                Tag.KIND: "sweep",
+                Tag.SWEEP_DIR: str(sweep_dir),
+                Tag.SWEEP_KEY: hashlib.sha256(str(sweep_dir).encode()).hexdigest()[:16],
+                Tag.OVERRIDES: " ".join(masked),
+                Tag.COMMAND: shlex.join(["python", "-m", "linreg_exp", "-m", *masked]),
+                Tag.LAUNCHER: launcher.rsplit(".", 1)[-1],
+                Tag.SWEEPER: str(config.hydra.sweeper._target_).rsplit(".", 1)[-1],
+            },
+            jobs=jobs_of(launcher),
+            report=SWEEP_REPORT,
+        )
+        uri = resolve_tracking_uri(config.mlflow.tracking_uri, Path.cwd())
+        name = config.mlflow.experiment_name
+        tracker = tracking.in_helper(Open(uri, name, parent), startup.HELPER_PRELOAD)
+        parent_run_id = None
+        if parent.jobs != "here":
+            try:
+                parent_run_id = tracker.opened().parent_run_id
+            except BaseException:
+                tracker.close()
+                raise
+        info = LaunchInfo(uri, name, True, tuple(swept), parent_run_id, parent.jobs)
+        launch = cls(info, tracker, lock)
+        launch.announce()
+        return launch
+
+    def announce(self) -> None:
+        """Say once where the sweep's parent run is, as soon as it exists."""
+        parent_run_id = self.tracker.parent_run_id
+        if not self.info.multirun or self._announced or parent_run_id is None:
+            return
+        self._announced = True
+        opened = self.tracker.opened()
+        url = run_url(self.info.tracking_uri, opened.experiment_id, parent_run_id)
+        resumed = " (resumed: FINISHED jobs are kept, the others run again)"
+        log.info("MLflow parent run %s%s: %s", parent_run_id, resumed if opened.resumed else "",
+                 url)  # fmt: skip
+
+    def close(self, status: str | None = None) -> Closed:
+        """End what is open (a sweep's parent: `status`, None for its jobs' outcomes)."""
+        atexit.unregister(self._close_at_exit)
+        try:
+            closed = self.tracker.close(status)
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+        if closed.summary is not None:
+            log.info("%s", closed.summary)
+        return closed
+
+    def _note_stop(self, signum: int) -> None:
+        self.stopped_by = self.stopped_by or signum
+
+    def _close_at_exit(self) -> None:
+        try:
+            self.close(KILLED if self.stopped_by else FAILED)
+        except Exception as error:  # the process is ending: say so, and let it end
+            log.error("could not close the launch: %s", error)

@@ -1,0 +1,36 @@
+"""The helper process: a Session answering the job's requests over a pipe, until it hangs up.
+
+Started by tracking/helper.py as `python -c ... FD [MODULE ...]`: FD is its end of the pipe,
+the MODULEs are imported once the store is open (startup.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import sys
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+
+from linreg_exp import startup
+from linreg_exp.tracking.session import Session
+
+
+def serve(conn: Connection, preload: Sequence[str] = ()) -> None:
+    """Answer requests in order until the job hangs up; then end what it left open."""
+    session = Session()
+    try:
+        conn.send(session.handle(conn.recv()))  # Open: the job may be waiting for it
+        for module in preload:
+            importlib.import_module(module)
+        while True:
+            conn.send(session.handle(conn.recv()))
+    except (EOFError, OSError):  # the job hung up: after Close, or killed before it
+        session.close_all("the job process ended before reporting its outcome")
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    serve(Connection(int(sys.argv[1])), sys.argv[2:])
+    startup.exit_now(0)  # every run is ended and committed

@@ -1,0 +1,200 @@
+"""A sweep's parent run: found again when its sweep is launched again, the jobs it keeps, and
+its end (counts, the best job, its report's files, its status).
+
+Read back from the store, so the end covers every child however it ran (in this process, in
+joblib workers, on SLURM nodes). Every value searched for is a run id, a number or a hash, so
+no path or name a user typed ever goes into a search filter.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from mlflow.entities import Metric, Run, RunTag
+from mlflow.tracking import MlflowClient
+
+from linreg_exp.errors import ConfigError
+from linreg_exp.tracking.messages import ChildRun, Parent, SweepSummary
+from linreg_exp.tracking.tasks import run_task
+from linreg_exp.vocab import FAILED, FINISHED, KILLED, LOSS_CURVE_FILE, RUNNING, Outcome, Tag
+from linreg_exp.vocab import Metric as M
+
+IDENTITY = (Tag.JOB_NUM, Tag.CONFIG_HASH)  # a resumed sweep keeps a FINISHED job by these
+
+
+def _literal(value: str) -> str:
+    """A value for a search filter: ids, numbers and hashes only, which need no quoting."""
+    if not value.isalnum():
+        raise ValueError(f"not a searchable id: {value!r}")
+    return f"'{value}'"
+
+
+def _children_filter(parent_id: str) -> str:
+    return f"tags.mlflow.parentRunId = {_literal(parent_id)}"
+
+
+def reopen(client: MlflowClient, experiment_id: str, parent: Parent) -> str | None:
+    """The parent an earlier launch of this sweep left (the same sweep key), RUNNING again."""
+    sweep_key = _literal(parent.tags[Tag.SWEEP_KEY])
+    earlier = client.search_runs([experiment_id], f"tags.`{Tag.SWEEP_KEY}` = {sweep_key}",
+                                 max_results=1)  # fmt: skip
+    if not earlier:
+        return None
+    tags, sweep_dir = earlier[0].data.tags, parent.tags.get(Tag.SWEEP_DIR)
+    if tags.get(Tag.OVERRIDES) != parent.tags.get(Tag.OVERRIDES):
+        raise ConfigError(
+            f"hydra.sweep.dir={sweep_dir} holds another sweep ({tags.get(Tag.OVERRIDES)}"
+            "): rerun it with those overrides to resume it, or choose a new hydra.sweep.dir"
+        )
+    if parent.tags.get(Tag.SWEEPER) == "OptunaSweeper":
+        raise ConfigError(
+            f"hydra.sweep.dir={sweep_dir} holds an Optuna search, which cannot be resumed "
+            "(its study lived in the sweep's memory): choose a new hydra.sweep.dir"
+        )
+    client.update_run(earlier[0].info.run_id, status=RUNNING)
+    return str(earlier[0].info.run_id)
+
+
+def finished_child(
+    client: MlflowClient, experiment_id: str, parent_id: str, identity: dict[str, str] | None = None
+) -> Run | None:
+    """A FINISHED child of the parent (with these identity tags, if given)."""
+    query = f"{_children_filter(parent_id)} and attributes.status = '{FINISHED}'"
+    query += "".join(f" and tags.`{key}` = {_literal(value)}"
+                     for key, value in (identity or {}).items())  # fmt: skip
+    found = client.search_runs([experiment_id], query, max_results=1)
+    return found[0] if found else None
+
+
+def children_of(client: MlflowClient, experiment_id: str, parent_id: str) -> list[Run]:
+    """The parent's children, the latest attempt of each job (a resumed or requeued sweep
+    reruns a job as a new child with the same job number)."""
+    runs = client.search_runs([experiment_id], _children_filter(parent_id), max_results=50_000,
+                              order_by=["attributes.start_time ASC"])  # fmt: skip
+    latest = {run.data.tags.get(Tag.JOB_NUM, run.info.run_id): run for run in runs}
+    return list(latest.values())
+
+
+def close(
+    client: MlflowClient,
+    experiment_id: str,
+    parent_id: str,
+    status: str | None,
+    reap: bool,
+    report: str | None,
+) -> str:
+    """Summarise the children on the parent and end it; returns a line for the console.
+
+    `status` None: FINISHED unless a job failed or was interrupted. `reap`: a child still
+    RUNNING has vanished (every job has returned). A summary that cannot be made still ends
+    the parent."""
+    try:
+        return _summarise(client, experiment_id, parent_id, status, reap, report)
+    except Exception as error:
+        status = status or FAILED
+        client.set_terminated(parent_id, status)
+        return f"sweep {parent_id} {status} (no summary: {type(error).__name__}: {error})"
+
+
+def _summarise(
+    client: MlflowClient,
+    experiment_id: str,
+    parent_id: str,
+    status: str | None,
+    reap: bool,
+    report: str | None,
+) -> str:
+    children = children_of(client, experiment_id, parent_id)
+    if not children and status is not None:  # stopped before any job ran (a rejected override)
+        client.set_terminated(parent_id, status)
+        client.delete_run(parent_id)  # an empty record of nothing; `mlflow gc` purges it
+        return f"sweep {parent_id} {status} before any job ran: its parent run is deleted"
+    vanished = [child for child in children if reap and child.info.status == RUNNING]
+    for child in vanished:  # a job gone without a word (SIGKILL, OOM killer, a lost node)
+        reason = "the job vanished: still RUNNING when its sweep ended"
+        client.log_batch(child.info.run_id, tags=[RunTag(Tag.OUTCOME, Outcome.INTERRUPTED),
+                                                  RunTag(Tag.FAILURE, reason)])  # fmt: skip
+        client.set_terminated(child.info.run_id, KILLED)
+    if vanished:
+        children = children_of(client, experiment_id, parent_id)
+    outcomes = Counter(Outcome.of(run.info.status, run.data.tags.get(Tag.OUTCOME))
+                       for run in children)  # fmt: skip
+    swept = _swept_keys(children)
+    completed = [r for r in children if Outcome.of(r.info.status, r.data.tags.get(Tag.OUTCOME))
+                 == Outcome.COMPLETED and M.FINAL_LOSS in r.data.metrics]  # fmt: skip
+    metrics: dict[str, float] = {
+        "jobs_total": len(children),
+        "jobs_finished": outcomes[Outcome.COMPLETED],
+        "jobs_diverged": outcomes[Outcome.DIVERGED],
+        "jobs_failed": outcomes[Outcome.ERROR],
+        "jobs_killed": outcomes[Outcome.INTERRUPTED],
+    }
+    tags = []
+    if completed:  # tags, not params: a resumed sweep's best may change, and params cannot
+        best = min(completed, key=lambda r: r.data.metrics[M.FINAL_LOSS])
+        metrics["best_final_loss"] = best.data.metrics[M.FINAL_LOSS]
+        tags = [RunTag(f"{Tag.BEST_PREFIX}{key}", best.data.params.get(key, "")) for key in swept]
+        tags += [RunTag(Tag.BEST_RUN_ID, best.info.run_id),
+                 RunTag(Tag.BEST_COMMAND, best.data.tags.get(Tag.COMMAND, ""))]  # fmt: skip
+    now = int(time.time() * 1000)
+    client.log_batch(parent_id, [Metric(k, v, now, 0) for k, v in metrics.items()], tags=tags)
+    if report is not None and children:
+        _log_report(client, parent_id, report, SweepSummary(
+            [_child(client, run) for run in children], swept))  # fmt: skip
+    if status is None:
+        failed = outcomes[Outcome.ERROR] or outcomes[Outcome.INTERRUPTED]
+        status = FAILED if failed else FINISHED
+    client.set_terminated(parent_id, status)
+    best_text = f"; best final_loss {metrics['best_final_loss']:.6g}" if completed else ""
+    return (
+        f"sweep {parent_id} {status}: {len(children)} jobs, {outcomes[Outcome.COMPLETED]} "
+        f"finished, {outcomes[Outcome.DIVERGED]} diverged, {outcomes[Outcome.ERROR]} failed, "
+        f"{outcomes[Outcome.INTERRUPTED]} killed{best_text}"
+    )
+
+
+def _swept_keys(children: list[Run]) -> list[str]:
+    keys = sorted({k for run in children for k in run.data.params})
+    return [k for k in keys if len({run.data.params.get(k) for run in children}) > 1]
+
+
+def _child(client: MlflowClient, run: Run) -> ChildRun:
+    return ChildRun(
+        run_id=run.info.run_id,
+        params=dict(run.data.params),
+        metrics=dict(run.data.metrics),
+        status=run.info.status,
+        outcome=Outcome.of(run.info.status, run.data.tags.get(Tag.OUTCOME)),
+        overrides=run.data.tags.get(Tag.OVERRIDES, ""),
+        loss_curve=_loss_curve(client, run.info.run_id),
+    )
+
+
+def _loss_curve(client: MlflowClient, run_id: str) -> list[tuple[int, float]]:
+    """The run's sampled loss, as its job logged it (a bounded file, whatever the run's length:
+    MLflow's public client reads a metric's whole history); [] if the run has none."""
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            path = client.download_artifacts(run_id, LOSS_CURVE_FILE, scratch)
+            points = json.loads(Path(path).read_text())
+        except Exception:  # a run that logged no curve (plots off, killed outright)
+            return []
+    return [(int(epoch), float(loss)) for epoch, loss in points if math.isfinite(loss)]
+
+
+def _log_report(client: MlflowClient, parent_id: str, report: str, summary: SweepSummary) -> None:
+    """The report's files (sweep.png, summary.csv) in the sweep dir and on the parent."""
+    sweep_dir = client.get_run(parent_id).data.tags.get(Tag.SWEEP_DIR)
+    scratch = None if sweep_dir and Path(sweep_dir).is_dir() else tempfile.mkdtemp()
+    try:
+        for path in run_task(report, summary, scratch or sweep_dir):
+            client.log_artifact(parent_id, path)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
