@@ -67,13 +67,15 @@ class JobRunner:
             from linreg_exp.job import run  # torch: imported while the store opens
 
             return run(cfg, job, assignment.tracker).objective
-        except TrackingError as error:  # a store no job can use stops a sweep too
-            raise Abort(error) from error
-        except Exception as error:  # a sweep goes on: the job's log file keeps what happened
-            if job.number is not None:
-                rejected = isinstance(error, LinregError)
-                log.error("job %s %s: %s", job.number, "rejected" if rejected else "failed",
-                          error, exc_info=not rejected)  # fmt: skip
+        except Exception as error:
+            # A single run's error, and a store no job can use, go straight to `report` (Hydra
+            # would print a line of its own first, and a sweep would go on). Another job's error
+            # is Hydra's to record: its sweep goes on, and the job's log file keeps the error.
+            if job.number is None or isinstance(error, TrackingError):
+                raise Abort(error) from error
+            rejected = isinstance(error, LinregError)
+            log.error("job %s %s: %s", job.number, "rejected" if rejected else "failed",
+                      error, exc_info=not rejected)  # fmt: skip
             raise
         finally:
             if assignment.owns_tracker:  # waits until the run has ended in the store

@@ -7,7 +7,7 @@ tracker owns the run, in a helper process or in this one.
 
 Everything that can reject the job (its values, the device, the optimizer's arguments, the
 store) happens before its MLflow run exists; once it exists, every way out ends it with an
-outcome. The job's own work comes before it waits for the store, which opens meanwhile.
+outcome. The job builds its optimizer before it waits for the store, which opens meanwhile.
 """
 
 from __future__ import annotations
@@ -15,12 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, cast
 
 import torch
@@ -47,12 +45,11 @@ from linreg_exp.train import (
     set_cpu_threads,
     step_kind,
 )
-from linreg_exp.vocab import LOSS_CURVE_FILE, Metric, Outcome, Tag
+from linreg_exp.vocab import Metric, Outcome, Tag
 
 log = logging.getLogger(__name__)
 
 PICTURE_POINTS = 2000  # at most this many data points are drawn: more only slow the plots
-CURVE_POINTS = 500  # points of the sampled loss a sweep's report draws for this run
 
 
 def run(cfg: DictConfig, job: Job, tracker: Tracker | None = None) -> JobResult:
@@ -70,8 +67,6 @@ def run(cfg: DictConfig, job: Job, tracker: Tracker | None = None) -> JobResult:
     loss_fn = build_loss(cfg.loss).to(device)
     make_optimizer = instantiate(cfg.optimizer)
     load_optimizer(make_optimizer)
-    data = make_dataset(cast(DataConfig, cfg.data), cfg.seed).to(device)
-    reference = compute_reference(data, cfg.data, cfg.loss, loss_fn)
     opened = tracker.opened()  # the store is open by now, else TrackingError: no run exists
     stream = tracker.start_run(
         start_request(cfg, job, str(device), tracker.tracking_uri),
@@ -84,6 +79,8 @@ def run(cfg: DictConfig, job: Job, tracker: Tracker | None = None) -> JobResult:
     history = History(step=step_kind(loss_fn, cfg.data.num_data, cfg.trainer.batch_size))
     logs = [Artifact(path, "logs") for path in job.log_files]
     try:  # from here on an error is recorded on the run: FAILED, with the error as a tag
+        data = make_dataset(cast(DataConfig, cfg.data), cfg.seed).to(device)
+        reference = compute_reference(data, cfg.data, cfg.loss, loss_fn)
         started = time.perf_counter()
         train(cfg, data, loss_fn, make_optimizer, history, stream)
     except KeyboardInterrupt as stop:  # an interrupted or failed run keeps its epochs
@@ -102,13 +99,11 @@ def run(cfg: DictConfig, job: Job, tracker: Tracker | None = None) -> JobResult:
     if outcome is Outcome.DIVERGED:
         tags[Tag.DIVERGED_AT_EPOCH] = str(history.diverged_at_epoch)
         tags[Tag.FAILURE] = f"diverged: {history.divergence}"
-    files = [*logs, *([Artifact(str(write_loss_curve(history, job.output_dir)))]
-                      if history.epochs_done else [])]  # fmt: skip
     pictures = None
     if cfg.plots.enabled and history.epochs_done:
         pictures = Task("linreg_exp.report.pictures:draw", run_pictures(cfg, job, data, history,
                                                                         reference))  # fmt: skip
-    ending = stream.finish(outcome, metrics, tags, files, pictures)
+    ending = stream.finish(outcome, metrics, tags, logs, pictures)
     if job.number is None:  # a single run is stored before it reports; a sweep's next job
         finished(ending)  # starts while this one is logged
     result = JobResult(outcome, stream.started().run_id, metrics)
@@ -246,18 +241,6 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
-
-
-def write_loss_curve(history: History, out_dir: Path) -> Path:
-    """At most CURVE_POINTS (epoch, loss) points of the run, evenly spread, both ends kept: the
-    curve its sweep's report draws, however long the run trained."""
-    trajectory = history.trajectory()
-    epochs, losses = trajectory.epochs, trajectory.series(Metric.LOSS)
-    step = max(1, math.ceil(len(epochs) / CURVE_POINTS))
-    picked = sorted({*range(0, len(epochs), step), len(epochs) - 1})
-    path = out_dir / LOSS_CURVE_FILE
-    path.write_text(json.dumps([[epochs[i], losses[i]] for i in picked]))
-    return path
 
 
 def run_pictures(

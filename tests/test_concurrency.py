@@ -20,18 +20,18 @@ pytestmark = pytest.mark.slow
 ONE_RUN = """
 import sys, time
 import mlflow  # noqa: F401
-from linreg_exp.history import History
-from linreg_exp.tracking import InProcess
-from linreg_exp.tracking.messages import FinishRun, Open, StartRun
+from linreg_exp.tracking.messages import Open, StartRun
 from linreg_exp.tracking.recorder import Tracker, finished
+from linreg_exp.tracking.session import InProcess
+from linreg_exp.vocab import Outcome
 
 uri, name, start_at = sys.argv[1], sys.argv[2], float(sys.argv[3])
 time.sleep(max(0.0, start_at - time.time()))
 tracker = Tracker(InProcess(), Open(uri, "linreg"))
-run = tracker.start_run(StartRun(name, {}, {"a": 1}))
+run = tracker.start_run(StartRun("run", name, {}, {"a": "1"}, {"a": 1}))
 for step in range(20):
-    run.epoch(step, 1.0, 2.0, 3.0)
-finished(run.finish(FinishRun("FINISHED", History())))
+    run.epoch(step, {"loss": 1.0, "weight": 2.0, "bias": 3.0})
+finished(run.finish(Outcome.COMPLETED))
 tracker.close()
 """
 

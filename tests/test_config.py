@@ -11,9 +11,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from linreg_exp.app import register_configs
 from linreg_exp.errors import ConfigError
-from linreg_exp.experiment import build_loss
-from linreg_exp.schema import register_configs, validate
+from linreg_exp.job import build_loss
+from linreg_exp.schema import validate
 from tests.conftest import CONF_DIR
 
 
@@ -107,7 +108,7 @@ def test_optuna_search_config() -> None:
 
 def test_sweep_callback_is_configured() -> None:
     cfg = compose("config", return_hydra_config=True)
-    assert cfg.hydra.callbacks.mlflow_sweep._target_ == "linreg_exp.sweep.MlflowSweepCallback"
+    assert cfg.hydra.callbacks.linreg_exp._target_ == "linreg_exp.sweeps.callback.LaunchCallback"
     assert cfg.hydra.run.dir.startswith("outputs/runs/")
     assert cfg.hydra.sweep.dir.startswith("outputs/multirun/")
 

@@ -13,16 +13,16 @@ from linreg_exp.history import History
 def filled(epochs: int, capacity: int) -> History:
     history = History(capacity=capacity)
     for epoch in range(epochs):
-        history.append(float(epoch), 2.0 * epoch, 3.0 * epoch)
+        history.append({"loss": float(epoch), "weight": 2.0 * epoch, "bias": 3.0 * epoch})
     return history
 
 
 def test_a_short_run_keeps_every_epoch() -> None:
     history = filled(500, capacity=4096)
     assert history.epochs == list(range(500)) and history.stride == 1
-    assert history.loss == [float(e) for e in range(500)]
-    assert history.epochs_done == 500 and history.final_loss == 499.0
-    assert history.final.weight == 998.0 and history.final.bias == 1497.0
+    assert history.series("loss") == [float(e) for e in range(500)]
+    assert history.epochs_done == 500 and history.final["loss"] == 499.0
+    assert history.final["weight"] == 998.0 and history.final["bias"] == 1497.0
 
 
 @given(epochs=st.integers(1, 5000), capacity=st.integers(4, 64))
@@ -34,5 +34,5 @@ def test_a_long_run_keeps_a_bounded_even_sample_with_both_ends(epochs: int, capa
     inner = history.epochs
     assert all(b - a == history.stride for a, b in itertools.pairwise(inner))
     assert inner[-1] > epochs - 1 - history.stride  # no gap longer than the stride at the end
-    for epoch, loss, weight, bias in history.trajectory().sample:
+    for epoch, (loss, weight, bias) in history.trajectory().sample:
         assert (loss, weight, bias) == (float(epoch), 2.0 * epoch, 3.0 * epoch)

@@ -7,17 +7,19 @@ from pathlib import Path
 
 from PIL import Image
 
-from linreg_exp import plots
 from linreg_exp.data import make_dataset
-from linreg_exp.experiment import PICTURE_POINTS
 from linreg_exp.history import History, LinearParams
+from linreg_exp.job import PICTURE_POINTS
+from linreg_exp.report import plots
 from linreg_exp.schema import DataConfig
 
 
 def fake_history(epochs: int = 300) -> History:
     history = History()
     for i in range(epochs):
-        history.append(100.0 / (1 + i), 2.0 * i / epochs, 3.0 * i / epochs)
+        history.append(
+            {"loss": 100.0 / (1 + i), "weight": 2.0 * i / epochs, "bias": 3.0 * i / epochs}
+        )
     return history
 
 

@@ -15,17 +15,15 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
-from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from linreg_exp.app import register_configs
 from linreg_exp.errors import ConfigError
-from linreg_exp.schema import register_configs
 from tests.conftest import CONF_DIR, assert_nothing_running, cli_env, run_cli
 
 
@@ -312,30 +310,17 @@ def test_a_failing_job_fails_its_child_and_parent_but_not_the_others(
 
 
 def run_in_process(overrides: list[str], tmp_path: Path, uri: str) -> float:
-    """The job function under a real Hydra composition, without a subprocess."""
-    from linreg_exp.experiment import run_experiment
-    from linreg_exp.tracking import InProcess
-    from linreg_exp.tracking.messages import Open
-    from linreg_exp.tracking.recorder import Tracker
+    """The job as a plain function of a real Hydra composition and a plain description: no
+    subprocess, no Hydra state."""
+    from linreg_exp.job import run
+    from linreg_exp.jobspec import Job
 
     register_configs()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose(
-            "config",
-            overrides=[*overrides, f"mlflow.tracking_uri={uri}", "plots.enabled=false"],
-            return_hydra_config=True,
+            "config", overrides=[*overrides, f"mlflow.tracking_uri={uri}", "plots.enabled=false"]
         )
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(tmp_path)
-        cfg.hydra.runtime.cwd = str(tmp_path)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    tracker = Tracker(InProcess(), Open(uri, job_cfg.mlflow.experiment_name))
-    try:
-        return run_experiment(job_cfg, tracker)
-    finally:
-        tracker.close()
+    return run(cfg, Job(output_dir=tmp_path, tracking_uri=uri)).objective
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from linreg_exp.errors import TrackingError
-from linreg_exp.history import History
-from linreg_exp.tracking import InProcess, recorder, uris
+from linreg_exp.job import flatten
+from linreg_exp.tracking import recorder, uris
 from linreg_exp.tracking import store as mlflow_store
+from linreg_exp.tracking.helper import Helper
 from linreg_exp.tracking.messages import (
+    EpochBatch,
     Epochs,
     Failed,
     FinishRun,
@@ -27,7 +29,8 @@ from linreg_exp.tracking.messages import (
     Stored,
 )
 from linreg_exp.tracking.recorder import Tracker, Transport, finished
-from linreg_exp.tracking.service import Helper
+from linreg_exp.tracking.session import InProcess, Session
+from linreg_exp.vocab import Outcome
 
 
 def test_tracking_uri_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -97,33 +100,34 @@ def test_unusable_store_is_one_clear_line(uri: str) -> None:
 
 
 def test_flatten() -> None:
-    assert mlflow_store.flatten({"a": {"b": 1, "c": {"d": None}}, "e": "x"}) == {
+    assert flatten({"a": {"b": 1, "c": {"d": None}}, "e": "x"}) == {
         "a.b": 1,
         "a.c.d": None,
         "e": "x",
     }
 
 
-def history(epochs: int) -> History:
-    history = History()
-    for epoch in range(epochs):
-        history.append(1.0 / (epoch + 1), 2.0, float(epoch))
-    return history
+def epoch(loss: float = 1.0, weight: float = 2.0, bias: float = 3.0) -> dict[str, float]:
+    return {"loss": loss, "weight": weight, "bias": bias}
 
 
 CONFIG = {"optimizer": {"lr": 0.01}, "mlflow": {"experiment_name": "linreg"}}
+PARAMS = {"optimizer.lr": "0.01", "mlflow.experiment_name": "linreg"}
 TRANSPORTS: dict[str, Callable[[], Transport]] = {"in-process": InProcess, "helper": Helper}
 
 
+def start(name: str | None = None, tags: dict[str, str] | None = None) -> StartRun:
+    return StartRun("run", name, tags or {}, PARAMS, CONFIG)
+
+
 def stream(
-    tracker: Tracker, epochs: int, status: str = "FINISHED", outcome: str = "why", **kwargs: float
+    tracker: Tracker, epochs: int, outcome: Outcome = Outcome.COMPLETED, **kwargs: float
 ) -> str:
     """One run of `epochs` epochs through `tracker`; returns its id once it has ended."""
-    run = tracker.start_run(StartRun("t", {"k": "v"}, CONFIG), **kwargs)  # type: ignore[arg-type]
-    for step, (_, loss, weight, bias) in enumerate(history(epochs).sample):
-        run.epoch(step, loss, weight, bias)
-    tags = {"linreg.outcome": outcome}
-    finished(run.finish(FinishRun(status, history(epochs), {"final_loss": 0.5}, tags)))
+    run = tracker.start_run(start("t", {"k": "v"}), **kwargs)  # type: ignore[arg-type]
+    for step in range(epochs):
+        run.epoch(step, epoch(1.0 / (step + 1), 2.0, float(step)))
+    finished(run.finish(outcome, {"final_loss": 0.5}))
     return run.started().run_id
 
 
@@ -131,14 +135,16 @@ def stream(
 def test_a_run_streams_its_epochs_and_ends_with_its_status(store: str, transport: str) -> None:
     tracker = Tracker(TRANSPORTS[transport](), Open(store, "linreg"))
     assert tracker.opened().parent_run_id is None
-    run_ids = [stream(tracker, 3, status) for status in ("FINISHED", "FAILED", "KILLED")]
+    outcomes = [Outcome.COMPLETED, Outcome.ERROR, Outcome.INTERRUPTED]
+    run_ids = [stream(tracker, 3, outcome) for outcome in outcomes]
     assert tracker.close().summary is None
     client = MlflowClient(store)
-    for run_id, status in zip(run_ids, ("FINISHED", "FAILED", "KILLED"), strict=True):
+    for run_id, status, outcome in zip(run_ids, ("FINISHED", "FAILED", "KILLED"), outcomes,
+                                       strict=True):  # fmt: skip
         logged = client.get_run(run_id)
         assert logged.info.status == status and logged.info.run_name == "t"
         tags = logged.data.tags
-        assert tags["k"] == "v" and tags["linreg.outcome"] == "why"
+        assert tags["k"] == "v" and tags["linreg.outcome"] == outcome
         assert tags["mlflow.source.name"] == "linreg_exp" and "mlflow.user" in tags
         assert logged.data.params["optimizer.lr"] == "0.01"
         assert logged.data.metrics["final_loss"] == 0.5
@@ -156,20 +162,21 @@ def test_thinned_epochs_still_log_the_last_one(store: str) -> None:
 
 
 def test_a_batch_sent_twice_is_stored_once(store: str) -> None:
-    session = mlflow_store.Session()
+    session = Session()
     session.handle(Open(store, "linreg"))
-    session.handle(StartRun(None, {}, CONFIG))
-    rows = [(step, 1000 + step, 1.0, 2.0, 3.0) for step in range(5)]
-    assert session.handle(Epochs(rows[:3])) == Stored(3)
-    assert session.handle(Epochs(rows)) == Stored(2)
-    assert session.run_id is not None
-    assert len(MlflowClient(store).get_metric_history(session.run_id, "loss")) == 5
-    session.handle(FinishRun("FINISHED", history(5)))
+    session.handle(start())
+    names = ("loss", "weight", "bias")
+    rows = [(step, 1000 + step, (1.0, 2.0, 3.0)) for step in range(5)]
+    assert session.handle(Epochs([EpochBatch("run", names, rows[:3])])) == Stored(3)
+    assert session.handle(Epochs([EpochBatch("run", names, rows)])) == Stored(2)
+    run_id = session.runs["run"].run_id
+    assert len(MlflowClient(store).get_metric_history(run_id, "loss")) == 5
+    session.handle(FinishRun("run", Outcome.COMPLETED))
 
 
 def test_a_started_run_that_is_never_finished_ends_killed(store: str) -> None:
     tracker = Tracker(InProcess(), Open(store, "linreg"))
-    tracker.start_run(StartRun(None, {}, CONFIG)).epoch(0, 1.0, 2.0, 3.0)
+    tracker.start_run(start()).epoch(0, epoch())
     tracker.close()
     (run,) = MlflowClient(store).search_runs([store_open(store)[1]])
     assert run.info.status == "KILLED" and run.data.tags["linreg.failure"]
@@ -178,9 +185,9 @@ def test_a_started_run_that_is_never_finished_ends_killed(store: str) -> None:
 def test_the_helper_ends_the_run_killed_with_its_epochs_when_the_job_vanishes(store: str) -> None:
     helper = Helper()
     tracker = Tracker(helper, Open(store, "linreg"))
-    run = tracker.start_run(StartRun(None, {}, CONFIG))
+    run = tracker.start_run(start())
     for step in range(300):
-        run.epoch(step, 1.0, 2.0, 3.0)
+        run.epoch(step, epoch())
     run._send()  # the batch is on its way, as after a second of training
     while tracker.busy or tracker.store_rate is None:
         time.sleep(0.05)
@@ -202,13 +209,10 @@ def test_an_unusable_store_is_reported_before_any_run(transport: str) -> None:
 
 
 def test_a_sweep_records_the_parent_with_its_first_run_and_summarises_it(store: str) -> None:
-    parent = Parent("s", {"linreg.kind": "sweep"})
+    parent = Parent("s", {"linreg.kind": "sweep"}, report="linreg_exp.report.sweep:draw")
     tracker = Tracker(InProcess(), Open(store, "linreg", parent))
     assert tracker.opened().parent_run_id is None  # not before a job has started
-    runs = [
-        stream(tracker, 50, *ending)
-        for ending in [("FINISHED", "completed"), ("FAILED", "diverged")]
-    ]
+    runs = [stream(tracker, 50, outcome) for outcome in (Outcome.COMPLETED, Outcome.DIVERGED)]
     closed = tracker.close()
     assert closed.error is None and closed.summary is not None
     assert "2 jobs, 1 finished, 1 diverged, 0 failed" in closed.summary
@@ -228,7 +232,7 @@ def test_a_sweep_records_the_parent_with_its_first_run_and_summarises_it(store: 
 def test_a_sweep_whose_process_vanishes_leaves_parent_and_child_killed(store: str) -> None:
     helper = Helper()
     tracker = Tracker(helper, Open(store, "linreg", Parent("s", {})))
-    tracker.start_run(StartRun(None, {}, CONFIG)).started()
+    tracker.start_run(start()).started()
     helper.conn.close()
     helper.process.wait(60)
     runs = MlflowClient(store).search_runs([store_open(store)[1]])
@@ -237,16 +241,16 @@ def test_a_sweep_whose_process_vanishes_leaves_parent_and_child_killed(store: st
 
 def test_the_first_epochs_reach_the_store_within_seconds(store: str) -> None:
     tracker = Tracker(InProcess(), Open(store, "linreg"))
-    run = tracker.start_run(StartRun(None, {}, CONFIG))
+    run = tracker.start_run(start())
     run_id = run.started().run_id
     client, started, step = MlflowClient(store), time.monotonic(), 0
     while not client.get_metric_history(run_id, "loss"):  # training goes on meanwhile
         assert time.monotonic() - started < 2.5, "no epoch stored yet"
         for _ in range(10):
-            run.epoch(step, 1.0, 2.0, 3.0)
+            run.epoch(step, epoch())
             step += 1
         time.sleep(0.05)
-    finished(run.finish(FinishRun("FINISHED", History())))
+    finished(run.finish(Outcome.COMPLETED))
     tracker.close()
 
 
@@ -269,13 +273,13 @@ class FlakyLink:
 
 def test_a_batch_the_store_lost_stops_training_and_the_run_ends_failed(store: str) -> None:
     tracker = Tracker(FlakyLink(lose=2), Open(store, "linreg"))
-    run = tracker.start_run(StartRun(None, {}, CONFIG), log_every_seconds=0.05)
+    run = tracker.start_run(start(), log_every_seconds=0.05)
     with pytest.raises(RuntimeError, match="the link dropped the batch"):
         for step in range(1_000_000):
-            run.epoch(step, 1.0, 2.0, 3.0)
+            run.epoch(step, epoch())
             time.sleep(0.001)
-    error_tags = {"linreg.outcome": "error", "linreg.error": "the link dropped the batch"}
-    finished(run.finish(FinishRun("FAILED", History(), tags=error_tags)))
+    error_tags = {"linreg.error": "the link dropped the batch"}
+    finished(run.finish(Outcome.ERROR, tags=error_tags))
     assert tracker.close().error is None
     logged = MlflowClient(store).get_run(run.started().run_id)
     assert logged.info.status == "FAILED" and logged.data.tags["linreg.outcome"] == "error"
@@ -292,7 +296,7 @@ class SlowLink:
 
     def request(self, message: Request) -> Reply:
         if isinstance(message, Epochs):
-            time.sleep(self.delay * len(message.rows))
+            time.sleep(self.delay * sum(len(batch.rows) for batch in message.batches))
         reply = self.inner.request(message)
         if isinstance(reply, Stored):
             self.stored += reply.count
@@ -305,14 +309,14 @@ class SlowLink:
 def test_training_waits_for_a_slow_store_and_stays_seconds_ahead(store: str) -> None:
     link = SlowLink(seconds_per_epoch=0.001)  # 1,000 epochs a second
     tracker = Tracker(link, Open(store, "linreg"))
-    run = tracker.start_run(StartRun(None, {}, CONFIG), log_every_seconds=0.2)
+    run = tracker.start_run(start(), log_every_seconds=0.2)
     step, deadline, most_ahead = 0, time.monotonic() + 6, 0
     while time.monotonic() < deadline:  # as fast as it can: far faster than the store
-        run.epoch(step, 1.0, 2.0, 3.0)
+        run.epoch(step, epoch())
         step += 1
         most_ahead = max(most_ahead, step - link.stored)
     started = time.monotonic()
-    finished(run.finish(FinishRun("KILLED", History())))
+    finished(run.finish(Outcome.INTERRUPTED))
     catch_up = time.monotonic() - started
     tracker.close()
     assert most_ahead <= 4 * tracker.batch_limit + 2 * recorder.FIRST_BATCH

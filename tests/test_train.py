@@ -29,7 +29,7 @@ def train(
     data = make_dataset(data_cfg or DataConfig(), seed=0)
     history = History(step=step_kind(loss, data.x.shape[0], batch_size))
     for epoch in fit(data, loss, optimizer, epochs, batch_size, seed=0):
-        history.append(*epoch)
+        history.append(epoch)
     return history
 
 
@@ -47,40 +47,40 @@ def test_matches_the_hand_written_tutorial_loop() -> None:
         losses.append(loss.item())
         weights.append(model.weight.item())
     history = train(nn.L1Loss())
-    assert history.loss == losses
-    assert history.weight == weights
+    assert history.series("loss") == losses
+    assert history.series("weight") == weights
     assert history.epochs_done == 500
 
 
 def test_l1_reproduces_the_tutorial() -> None:
     history = train(nn.L1Loss())
-    assert history.weight[-1] == pytest.approx(2.0, abs=0.03)
+    assert history.series("weight")[-1] == pytest.approx(2.0, abs=0.03)
     # the tutorial's L1 run has not converged at 500 epochs: bias still climbing towards 3
-    assert history.bias[250] < history.bias[-1] < 3.0
-    assert history.bias[-1] - history.bias[-2] > 0
+    assert history.series("bias")[250] < history.series("bias")[-1] < 3.0
+    assert history.series("bias")[-1] - history.series("bias")[-2] > 0
 
 
 def test_mse_reaches_the_least_squares_optimum() -> None:
     history = train(nn.MSELoss())
     data = make_dataset(DataConfig(), seed=0)
     ols = least_squares(data.x, data.y)
-    assert history.weight[-1] == pytest.approx(ols.weight, abs=1e-3)
-    assert history.bias[-1] == pytest.approx(ols.bias, abs=1e-3)
+    assert history.series("weight")[-1] == pytest.approx(ols.weight, abs=1e-3)
+    assert history.series("bias")[-1] == pytest.approx(ols.bias, abs=1e-3)
 
 
 def test_a_large_step_blows_up_to_a_non_finite_loss() -> None:
     history = train(nn.MSELoss(), optimizer=functools.partial(torch.optim.SGD, lr=0.5))
-    assert not math.isfinite(history.final_loss)
-    assert math.isfinite(history.loss[0])
+    assert not math.isfinite(history.final["loss"])
+    assert math.isfinite(history.series("loss")[0])
 
 
 def diverging(loss: nn.Module, lr: float, factor: float = 1e4) -> History:
     data = make_dataset(DataConfig(), seed=0)
     history = History()
     for epoch in fit(data, loss, functools.partial(torch.optim.SGD, lr=lr), 500, None, seed=0):
-        if history.diverges(epoch[0], factor):
+        if history.diverges(epoch["loss"], factor):
             break
-        history.append(*epoch)
+        history.append(epoch)
     return history
 
 
@@ -104,9 +104,11 @@ def test_l1_oscillating_at_a_large_learning_rate_is_not_divergence(lr: float) ->
 def test_mini_batch_is_deterministic_and_learns() -> None:
     first = train(nn.MSELoss(), epochs=30, batch_size=64)
     second = train(nn.MSELoss(), epochs=30, batch_size=64)
-    assert first.loss == second.loss
-    assert first.weight[-1] == pytest.approx(2.0, abs=0.05)
-    assert first.loss[-1] < 4.0 < first.loss[0]  # down to the noise floor (2·noise)²
+    assert first.series("loss") == second.series("loss")
+    assert first.series("weight")[-1] == pytest.approx(2.0, abs=0.05)
+    assert (
+        first.series("loss")[-1] < 4.0 < first.series("loss")[0]
+    )  # down to the noise floor (2·noise)²
 
 
 def test_epochs_come_out_as_they_are_done() -> None:
@@ -145,9 +147,11 @@ def test_fused_step_follows_autograd(loss: nn.Module) -> None:
         value = loss(model(data.x), data.y)
         value.backward()
         optimizer.step()
-        assert fused.loss[epoch] == pytest.approx(value.item(), rel=1e-4)
-        assert fused.weight[epoch] == pytest.approx(model.weight.item(), rel=1e-4, abs=1e-6)
-        assert fused.bias[epoch] == pytest.approx(model.bias.item(), rel=1e-4, abs=1e-6)
+        assert fused.series("loss")[epoch] == pytest.approx(value.item(), rel=1e-4)
+        assert fused.series("weight")[epoch] == pytest.approx(
+            model.weight.item(), rel=1e-4, abs=1e-6
+        )
+        assert fused.series("bias")[epoch] == pytest.approx(model.bias.item(), rel=1e-4, abs=1e-6)
 
 
 def test_autograd_where_fusing_does_not_pay_or_apply() -> None:

@@ -41,6 +41,8 @@ def _children_filter(parent_id: str) -> str:
 
 def reopen(client: MlflowClient, experiment_id: str, parent: Parent) -> str | None:
     """The parent an earlier launch of this sweep left (the same sweep key), RUNNING again."""
+    if Tag.SWEEP_KEY not in parent.tags:  # a sweep without a sweep dir is never resumed
+        return None
     sweep_key = _literal(parent.tags[Tag.SWEEP_KEY])
     earlier = client.search_runs([experiment_id], f"tags.`{Tag.SWEEP_KEY}` = {sweep_key}",
                                  max_results=1)  # fmt: skip
