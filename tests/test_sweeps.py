@@ -187,6 +187,22 @@ def test_a_resumed_joblib_sweep_reruns_its_failed_job_only(tmp_path: Path, store
     assert again.data.metrics["jobs_total"] == 2  # the latest attempt of each job
 
 
+def test_a_sweep_dir_with_a_quote_and_spaces_sweeps_and_resumes(tmp_path: Path, store: str) -> None:
+    sweep_dir = tmp_path / "it's a sweep"
+    args = ["-m", "optimizer.lr=0.01,0.02", *FAST, f'hydra.sweep.dir="{sweep_dir}"']
+    first = run_cli(args, tmp_path, store)
+    assert first.returncode == 0, first.stderr
+    parent, children = sweep_runs(store)
+    assert parent.data.tags["linreg.sweep_dir"] == str(sweep_dir) and len(children) == 2
+    again = run_cli(args, tmp_path, store)
+    assert again.returncode == 0, again.stderr
+    assert (again.stdout + again.stderr).count("skipped: FINISHED before") == 2
+    resumed, children_again = sweep_runs(store)
+    assert resumed.info.run_id == parent.info.run_id and resumed.info.status == "FINISHED"
+    assert {c.info.run_id for c in children_again} == {c.info.run_id for c in children}
+    assert (sweep_dir / "summary.csv").is_file()
+
+
 def test_a_sweep_dir_holding_another_sweep_is_refused(tmp_path: Path, store: str) -> None:
     sweep_dir = f"hydra.sweep.dir={tmp_path / 'sweep'}"
     assert (
