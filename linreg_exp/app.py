@@ -9,17 +9,20 @@ traceback only for a bug, or for every error with HYDRA_FULL_ERROR=1.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import logging
 import os
+import shutil
 import sys
 import traceback
-from pathlib import Path
+from collections.abc import Callable
 
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
@@ -32,10 +35,6 @@ from linreg_exp.errors import Abort, LinregError, TrackingError
 from linreg_exp.sweeps.jobs import Assignment
 
 log = logging.getLogger(__name__)
-
-# An installed wheel carries the configs in the package; a checkout has them at its top level.
-_PACKAGED = Path(__file__).resolve().parent / "conf"
-CONFIG_DIR = _PACKAGED if _PACKAGED.is_dir() else _PACKAGED.parent.parent / "conf"
 
 
 def register_configs() -> None:
@@ -62,12 +61,15 @@ class JobRunner:
         assignment, self._next = self._next, None
         if assignment is None:
             raise LinregError("hydra.callbacks: linreg_exp's launch callback is missing")
-        job = assignment.job
+        job, runs_before = assignment.job, assignment.tracker.runs_started
         try:
             from linreg_exp.job import run  # torch: imported while the store opens
 
             return run(cfg, job, assignment.tracker).objective
         except Exception as error:
+            rejected = assignment.tracker.runs_started == runs_before  # before its run existed
+            if rejected and assignment.fresh_output_dir:  # leave nothing behind, no empty dir
+                shutil.rmtree(job.output_dir, ignore_errors=True)
             # A single run's error, and a store no job can use, go straight to `report` (Hydra
             # would print a line of its own first, and a sweep would go on). Another job's error
             # is Hydra's to record: its sweep goes on, and the job's log file keeps the error.
@@ -95,9 +97,12 @@ def run_hydra() -> int:
     report and exits 1), so it is set here; the user's own setting shows every traceback."""
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
-    entry = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
+    entry = hydra.main(version_base="1.3", config_path=str(schema.CONFIG_DIR), config_name="config")
     try:
-        entry(JobRunner())()
+        if {"-c", "--cfg"} & set(sys.argv[1:]):
+            print_checked_config(lambda: entry(JobRunner())())
+        else:
+            entry(JobRunner())()
     except SystemExit as exit_:  # --help, --version, ...
         return exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
     except BaseException as error:
@@ -108,6 +113,18 @@ def run_hydra() -> int:
     return 0
 
 
+def print_checked_config(hydra_entry: Callable[[], None]) -> None:
+    """`--cfg job` (or `all`): Hydra prints the composed config, which is then checked as a run
+    would check it, so that a value a run would reject is not printed as if it were fine."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        hydra_entry()
+    sys.stdout.write(printed.getvalue())
+    cfg = OmegaConf.create(printed.getvalue())
+    if isinstance(cfg, DictConfig) and all(key in cfg for key in ("data", "optimizer", "trainer")):
+        schema.validate(cfg)
+
+
 def report(error: BaseException) -> int:
     """The one error policy: what the user sees of `error`, and the exit code."""
     if isinstance(error, KeyboardInterrupt):
@@ -115,6 +132,14 @@ def report(error: BaseException) -> int:
         return signals.exit_code_for(error)
     if isinstance(error, LinregError):
         line, code = str(error), 2
+    elif isinstance(error, OSError) and error.filename is not None:  # a read-only directory
+        line, code = (
+            (
+                f"cannot write {error.filename}: {error.strerror} (run from a directory "
+                "you can write to, or set hydra.run.dir and mlflow.tracking_uri)"
+            ),
+            2,
+        )
     elif isinstance(error, HydraException | OmegaConfBaseException):
         line, code = describe_config_error(error), 2
     elif type(error).__module__.startswith("submitit"):  # the scheduler ended a job: no bug
@@ -136,9 +161,12 @@ def _public_fields(node_type: object) -> list[str]:
 
 def describe_config_error(error: BaseException) -> str:
     """Hydra's multi-line composition errors, folded into one line naming key and choices."""
-    if isinstance(error, MissingConfigException) and error.options:
+    if isinstance(error, MissingConfigException) and error.options is not None:
         group, _, option = (error.missing_cfg_file or "").rpartition("/")
-        return f"{group}={option} is not an option; allowed: {', '.join(sorted(error.options))}"
+        line = f"{group}={option} is not an option; allowed: {', '.join(sorted(error.options))}"
+        if (group, option) in EXTRAS:
+            line += f"; it comes with an extra: pip install 'linreg_exp[{EXTRAS[group, option]}]'"
+        return line
     cause = error.__cause__ if isinstance(error, HydraException) else error
     if isinstance(cause, ConfigAttributeError | ConfigKeyError) and cause.full_key:
         parent = cause.full_key.rpartition(".")[0] or "the top level"
@@ -149,6 +177,15 @@ def describe_config_error(error: BaseException) -> str:
         return f"{cause.full_key}={cause.value}: {reason}"
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return "; ".join(lines[:2]) or type(error).__name__
+
+
+# The Hydra plugins an extra brings (pyproject.toml), by the config option each provides.
+EXTRAS = {
+    ("hydra/launcher", "joblib"): "sweep",
+    ("hydra/launcher", "submitit_local"): "sweep",
+    ("hydra/launcher", "submitit_slurm"): "sweep",
+    ("hydra/sweeper", "optuna"): "sweep",
+}
 
 
 def describe_job_failure(error: BaseException) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,10 +25,21 @@ class Dataset:
         return self.x[::step].flatten().cpu().numpy(), self.y[::step].flatten().cpu().numpy()
 
 
-def make_dataset(cfg: DataConfig, seed: int) -> Dataset:
-    """Generate on the CPU from its own generator, so the data is the same on every device."""
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.rand(cfg.num_data, 1, generator=generator) * (cfg.x_max - cfg.x_min) + cfg.x_min
-    noise = torch.randn(cfg.num_data, 1, generator=generator).mul_(cfg.noise_std)
+def make_dataset(cfg: DataConfig, seed: int, held_out: bool = False) -> Dataset:
+    """Generate on the CPU from its own generator, so the data is the same on every device.
+
+    `held_out`: `num_val` points from the same distribution, drawn from a random stream of their
+    own, so the training data (and the tutorial's numbers) stay the same whatever `num_val` is."""
+    generator = torch.Generator().manual_seed(held_out_seed(seed) if held_out else seed)
+    num = cfg.num_val if held_out else cfg.num_data
+    x = torch.rand(num, 1, generator=generator) * (cfg.x_max - cfg.x_min) + cfg.x_min
+    noise = torch.randn(num, 1, generator=generator).mul_(cfg.noise_std)
     y = noise.add_(x).mul_(cfg.true_weight).add_(cfg.true_bias)  # in place: 8 bytes a point
     return Dataset(x, y)
+
+
+def held_out_seed(seed: int) -> int:
+    """The held-out stream's seed: a hash of the run's, so its points are unrelated to the
+    training points of this or any nearby seed."""
+    digest = hashlib.sha256(f"linreg_exp held-out {seed}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1

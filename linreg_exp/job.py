@@ -31,7 +31,7 @@ from linreg_exp import signals, tracking
 from linreg_exp.baseline import closed_form_optimum, least_squares
 from linreg_exp.data import Dataset, make_dataset
 from linreg_exp.history import History, LinearParams
-from linreg_exp.jobspec import Job, JobResult
+from linreg_exp.jobspec import Job, JobResult, objective
 from linreg_exp.report.pictures import RunPictures
 from linreg_exp.schema import DataConfig, validate
 from linreg_exp.tracking import uris
@@ -75,11 +75,13 @@ def run(cfg: DictConfig, job: Job, tracker: Tracker | None = None) -> JobResult:
     )
     if opened.resumed and (kept := stream.started()).kept is not None:
         log.info("job %s skipped: FINISHED before as run %s", job.number, kept.run_id)
-        return JobResult(Outcome.COMPLETED, kept.run_id, kept.kept, kept=True)
+        value = objective(Outcome.COMPLETED, kept.kept, cfg.sweep.objective, cfg.sweep.direction)
+        return JobResult(Outcome.COMPLETED, kept.run_id, kept.kept, value, kept=True)
     history = History(step=step_kind(loss_fn, cfg.data.num_data, cfg.trainer.batch_size))
     logs = [Artifact(path, "logs") for path in job.log_files]
     try:  # from here on an error is recorded on the run: FAILED, with the error as a tag
         data = make_dataset(cast(DataConfig, cfg.data), cfg.seed).to(device)
+        held_out = make_dataset(cast(DataConfig, cfg.data), cfg.seed, held_out=True)
         reference = compute_reference(data, cfg.data, cfg.loss, loss_fn)
         started = time.perf_counter()
         train(cfg, data, loss_fn, make_optimizer, history, stream)
@@ -93,7 +95,7 @@ def run(cfg: DictConfig, job: Job, tracker: Tracker | None = None) -> JobResult:
         raise
 
     outcome = history.outcome or Outcome.COMPLETED
-    metrics = final_metrics(history, reference, cfg.loss.name)
+    metrics = final_metrics(history, reference, cfg.loss.name, held_out)
     metrics["train_seconds"] = time.perf_counter() - started
     tags = {Tag.TRAIN_STEP: history.step}
     if outcome is Outcome.DIVERGED:
@@ -103,11 +105,15 @@ def run(cfg: DictConfig, job: Job, tracker: Tracker | None = None) -> JobResult:
     if cfg.plots.enabled and history.epochs_done:
         pictures = Task("linreg_exp.report.pictures:draw", run_pictures(cfg, job, data, history,
                                                                         reference))  # fmt: skip
-    ending = stream.finish(outcome, metrics, tags, logs, pictures)
-    if job.number is None:  # a single run is stored before it reports; a sweep's next job
-        finished(ending)  # starts while this one is logged
-    result = JobResult(outcome, stream.started().run_id, metrics)
+    line = None
+    if outcome is Outcome.COMPLETED:
+        line = {"weight": metrics[Metric.FINAL_WEIGHT], "bias": metrics[Metric.FINAL_BIAS]}
+    ending = stream.finish(outcome, metrics, tags, logs, pictures, line)
+    value = objective(outcome, metrics, cfg.sweep.objective, cfg.sweep.direction)
+    result = JobResult(outcome, stream.started().run_id, metrics, value)
     tell(cfg, job, history, reference, result, tracker.tracking_uri, opened.experiment_id)
+    if job.number is None:  # a single run is stored before it ends; a sweep's next job
+        finished(ending)  # starts while this one is logged
     return result
 
 
@@ -128,10 +134,11 @@ def train(
                       mininterval=0.25)  # fmt: skip
     factor = cfg.trainer.divergence_factor
     for step, metrics in enumerate(epochs):
-        if history.diverges(metrics[Metric.LOSS], factor):
-            return
-        history.append(metrics)
+        diverged = history.diverges(metrics[Metric.LOSS], factor)
+        history.append(metrics)  # the epoch it diverged at is recorded too
         stream.epoch(step, metrics)
+        if diverged:
+            return
     history.outcome = Outcome.COMPLETED
 
 
@@ -171,13 +178,17 @@ def compute_reference(
     )
 
 
-def final_metrics(history: History, ref: Reference, loss_name: str) -> dict[str, float]:
+def final_metrics(
+    history: History, ref: Reference, loss_name: str, held_out: Dataset
+) -> dict[str, float]:
+    """The run's final metrics, by name. A diverged run has no final line to report: its
+    outcome says so, and its blown-up numbers stay out of the Compare view's scales."""
     values = {"ols_weight": ref.least_squares.weight, "ols_bias": ref.least_squares.bias}
     if loss_name == "l1" and ref.optimum is not None:
         values |= {"lad_weight": ref.optimum.weight, "lad_bias": ref.optimum.bias}
     if ref.optimum_loss is not None:
         values["optimum_loss"] = ref.optimum_loss
-    if history.last is None:
+    if history.last is None or history.outcome is Outcome.DIVERGED:
         return values
     final = history.final
     weight, bias = final[Metric.WEIGHT], final[Metric.BIAS]
@@ -191,7 +202,18 @@ def final_metrics(history: History, ref: Reference, loss_name: str) -> dict[str,
     if ref.optimum is not None:
         values["weight_gap_to_optimum"] = abs(weight - ref.optimum.weight)
         values["bias_gap_to_optimum"] = abs(bias - ref.optimum.bias)
-    return values
+    return values | held_out_scores(held_out, LinearParams(weight, bias))
+
+
+def held_out_scores(held_out: Dataset, line: LinearParams) -> dict[str, float]:
+    """The fitted line on the held-out points, in float64: one yardstick for every run,
+    whatever loss it trained with."""
+    x, y = held_out.x.double().flatten(), held_out.y.double().flatten()
+    residual = y - (line.weight * x + line.bias)
+    return {
+        Metric.VAL_MSE: float(residual.square().mean()),
+        Metric.VAL_MAE: float(residual.abs().mean()),
+    }
 
 
 # ---------------------------------------------------------------- what the run records
@@ -210,9 +232,25 @@ def start_request(cfg: DictConfig, job: Job, device: str, tracking_uri: str) -> 
     if job.number is not None:
         tags[Tag.JOB_NUM] = str(job.number)
     container["mlflow"]["tracking_uri"] = uris.mask_uri(tracking_uri)
-    params = {key: str(value) for key, value in flatten(container).items()}
+    params = experiment_params(container) | {"device.resolved": device}
     key = "run" if job.number is None else str(job.number)
-    return StartRun(key, job.run_name, tags, params, container, dataset_info(cfg, job.data_option))
+    return StartRun(key, job.run_name, tags, params, container, dataset_info(cfg, job.data_option),
+                    system_metrics=cfg.mlflow.system_metrics)  # fmt: skip
+
+
+NOT_PARAMS = ("mlflow.tracking_uri",)  # where a run is tracked is not what it is
+
+
+def experiment_params(container: dict[str, Any]) -> dict[str, str]:
+    """The experiment's own keys, as MLflow params: not Hydra's (`_target_`, `_partial_`),
+    not unset ones (None), not the store's address. config.yaml keeps the whole config."""
+    return {
+        key: str(value)
+        for key, value in flatten(container).items()
+        if value is not None
+        and key not in NOT_PARAMS
+        and not any(part.startswith("_") for part in key.split("."))
+    }
 
 
 def _digest(data: object, length: int) -> str:

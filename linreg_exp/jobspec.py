@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from linreg_exp.vocab import Metric, Outcome
+from linreg_exp.vocab import Outcome
 
 
 @dataclass(frozen=True)
@@ -31,11 +31,12 @@ class JobResult:
     outcome: Outcome
     run_id: str
     metrics: dict[str, float]
+    objective: float  # what a sweeper optimises: see `objective`
     kept: bool = False  # a FINISHED run of an earlier launch of the sweep, not run again
 
-    @property
-    def objective(self) -> float:
-        """What a sweeper minimises: final_loss, inf for a run that did not complete."""
-        if self.outcome is not Outcome.COMPLETED:
-            return math.inf
-        return self.metrics.get(Metric.FINAL_LOSS, math.inf)
+
+def objective(outcome: Outcome, metrics: dict[str, float], name: str, direction: str) -> float:
+    """The metric `name` of a completed run; the worst value there is for any other run (a
+    diverged one, say), so a sweeper never prefers it."""
+    worst = math.inf if direction == "minimize" else -math.inf
+    return metrics.get(name, worst) if outcome is Outcome.COMPLETED else worst

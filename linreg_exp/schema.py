@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from linreg_exp.errors import ConfigError
+
+# An installed wheel carries the configs in the package; a checkout has them at its top level.
+_PACKAGED = Path(__file__).resolve().parent / "conf"
+CONFIG_DIR = _PACKAGED if _PACKAGED.is_dir() else _PACKAGED.parent.parent / "conf"
 
 
 @dataclass
@@ -25,6 +30,7 @@ class DataConfig:
     x_max: float = 10.0
     true_weight: float = 2.0
     true_bias: float = 3.0
+    num_val: int = 1000  # held-out points from the same generator, a stream of their own
 
 
 @dataclass
@@ -48,11 +54,17 @@ class OptimizerConfig:
 @dataclass
 class SGDConfig(OptimizerConfig):
     momentum: float = 0.0
+    dampening: float = 0.0
+    weight_decay: float = 0.0
+    nesterov: bool = False
 
 
 @dataclass
 class AdamConfig(OptimizerConfig):
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    amsgrad: bool = False
 
 
 @dataclass
@@ -74,6 +86,14 @@ class MlflowConfig:
     tracking_uri: str | None = None
     run_name: str | None = None
     log_every_seconds: float = 1.0
+    system_metrics: bool = True
+    register_best: str | None = None
+
+
+@dataclass
+class SweepConfig:
+    objective: str = "val_mse"
+    direction: str = "minimize"
 
 
 @dataclass
@@ -92,9 +112,13 @@ class LinregConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     plots: PlotsConfig = field(default_factory=PlotsConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 DEVICES = ("auto", "cpu", "cuda")
+DIRECTIONS = ("minimize", "maximize")
+# Metrics a job can be judged by: computed on the held-out data, or the training loss.
+OBJECTIVES = ("val_mse", "val_mae", "final_loss")
 
 
 class ConfigStore(Protocol):
@@ -122,7 +146,7 @@ def _require(ok: bool, key: str, value: object, allowed: str) -> None:
 
 def _check_no_extra_keys(cfg: DictConfig) -> None:
     """`+optimizer.foo=1` slips past Hydra's struct mode; the schema's fields are the contract."""
-    for group in ("data", "loss", "optimizer", "device", "trainer", "mlflow", "plots"):
+    for group in ("data", "loss", "optimizer", "device", "trainer", "mlflow", "plots", "sweep"):
         node = cfg[group]
         schema = OmegaConf.get_type(node)
         if not dataclasses.is_dataclass(schema):
@@ -138,6 +162,7 @@ def validate(cfg: DictConfig) -> None:
     _check_no_extra_keys(cfg)
     data, trainer, optim = cfg.data, cfg.trainer, cfg.optimizer
     _require(data.num_data >= 2, "data.num_data", data.num_data, "must be an integer >= 2")
+    _require(data.num_val >= 1, "data.num_val", data.num_val, "must be an integer >= 1")
     _require(data.noise_std >= 0, "data.noise_std", data.noise_std, "must be >= 0")
     _require(
         data.x_min < data.x_max, "data.x_min", data.x_min, f"must be < data.x_max={data.x_max}"
@@ -163,8 +188,9 @@ def validate(cfg: DictConfig) -> None:
         f"must be null (full batch) or an integer in [1, data.num_data={data.num_data}]",
     )
     _require(optim.lr > 0, "optimizer.lr", optim.lr, "must be > 0")
-    if "momentum" in optim:
-        _require(optim.momentum >= 0, "optimizer.momentum", optim.momentum, "must be >= 0")
+    for key in ("momentum", "dampening", "weight_decay", "eps"):
+        if key in optim:
+            _require(optim[key] >= 0, f"optimizer.{key}", optim[key], "must be >= 0")
     if "delta" in cfg.loss:
         _require(cfg.loss.delta > 0, "loss.delta", cfg.loss.delta, "must be > 0")
     _require(cfg.device.name in DEVICES, "device", cfg.device.name, f"one of {', '.join(DEVICES)}")
@@ -175,6 +201,11 @@ def validate(cfg: DictConfig) -> None:
         cfg.mlflow.log_every_seconds,
         "must be > 0",
     )
+    sweep = cfg.sweep
+    _require(sweep.objective in OBJECTIVES, "sweep.objective", sweep.objective,
+             f"one of {', '.join(OBJECTIVES)}")  # fmt: skip
+    _require(sweep.direction in DIRECTIONS, "sweep.direction", sweep.direction,
+             f"one of {', '.join(DIRECTIONS)}")  # fmt: skip
     _require(
         bool(cfg.mlflow.experiment_name),
         "mlflow.experiment_name",

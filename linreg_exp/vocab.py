@@ -53,11 +53,13 @@ class Tag:
     JOB_NUM: Final = "linreg.job_num"  # a sweep's job number: with CONFIG_HASH, its identity
     CONFIG_HASH: Final = "linreg.config_hash"  # a hash of the job's composed config
     GIT_DIRTY: Final = "linreg.git_dirty"  # the checkout had changes: its commit alone won't do
+    VERSION: Final = "linreg.version"  # the linreg_exp package that recorded the run
     KIND: Final = "linreg.kind"  # "sweep" on a sweep's parent run
     SWEEP_DIR: Final = "linreg.sweep_dir"
     SWEEP_KEY: Final = "linreg.sweep_key"  # a hash of the sweep dir, safe to search by
     LAUNCHER: Final = "linreg.launcher"
     SWEEPER: Final = "linreg.sweeper"
+    OBJECTIVE: Final = "linreg.objective"  # what picks a sweep's best job: "val_mse minimize"
     BEST_RUN_ID: Final = "linreg.best_run_id"
     BEST_COMMAND: Final = "linreg.best_command"
     BEST_PREFIX: Final = "best."  # best.optimizer.lr: the best job's value of a swept key
@@ -72,6 +74,8 @@ class Metric:
     FINAL_LOSS: Final = "final_loss"
     FINAL_WEIGHT: Final = "final_weight"
     FINAL_BIAS: Final = "final_bias"
+    VAL_MSE: Final = "val_mse"  # on the held-out data: one yardstick whatever the loss
+    VAL_MAE: Final = "val_mae"
 
 
 LOSS_CURVE_FILE: Final = "loss_curve.json"  # a run's sampled loss: [[epoch, loss], ...]

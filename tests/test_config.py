@@ -39,6 +39,7 @@ def test_default_config_is_the_tutorial() -> None:
             "x_max": 10.0,
             "true_weight": 2.0,
             "true_bias": 3.0,
+            "num_val": 1000,
         },
         "loss": {"name": "l1", "_target_": "torch.nn.L1Loss"},
         "optimizer": {
@@ -46,6 +47,9 @@ def test_default_config_is_the_tutorial() -> None:
             "_partial_": True,
             "lr": 0.01,
             "momentum": 0.0,
+            "dampening": 0.0,
+            "weight_decay": 0.0,
+            "nesterov": False,
         },
         "device": {"name": "auto"},
         "seed": 0,
@@ -60,8 +64,11 @@ def test_default_config_is_the_tutorial() -> None:
             "tracking_uri": None,
             "run_name": None,
             "log_every_seconds": 1.0,
+            "system_metrics": True,
+            "register_best": None,
         },
         "plots": {"enabled": True, "frames": 50},
+        "sweep": {"objective": "val_mse", "direction": "minimize"},
     }
     validate(cfg)
 

@@ -33,7 +33,8 @@ def test_a_job_runs_from_a_plain_config_and_description(tmp_path: Path, store: s
     assert result.outcome is Outcome.COMPLETED and not result.kept
     logged = MlflowClient(store).get_run(result.run_id)
     assert logged.info.status == "FINISHED" and logged.info.run_name == "plain"
-    assert logged.data.metrics["final_loss"] == result.metrics["final_loss"] == result.objective
+    assert logged.data.metrics["final_loss"] == result.metrics["final_loss"]
+    assert logged.data.metrics["val_mse"] == result.objective  # the sweep.objective
     assert logged.data.tags["linreg.outcome"] == "completed"
     assert logged.data.tags["linreg.command"] == "python -m linreg_exp"
     history = MlflowClient(store).get_metric_history(result.run_id, "loss")

@@ -59,10 +59,12 @@ def test_grid_gives_one_parent_and_a_child_per_job(tmp_path: Path, store: str) -
     metrics = parent.data.metrics
     assert metrics["jobs_total"] == 4 and metrics["jobs_finished"] == 4
     assert metrics["jobs_failed"] == metrics["jobs_diverged"] == 0
-    best = min(children, key=lambda c: c.data.metrics["final_loss"])
-    assert metrics["best_final_loss"] == best.data.metrics["final_loss"]
+    # the best job by one yardstick for every loss: the held-out error (sweep.objective)
+    best = min(children, key=lambda c: c.data.metrics["val_mse"])
+    assert metrics["best_val_mse"] == best.data.metrics["val_mse"]
     assert parent.data.tags["best.optimizer.lr"] == best.data.params["optimizer.lr"]
     assert parent.data.tags["linreg.best_run_id"] == best.info.run_id
+    assert parent.data.tags["linreg.objective"] == "val_mse minimize"
     assert "optimizer.lr=0.005,0.02" in parent.data.tags["linreg.overrides"]
     client = MlflowClient(store)
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}
@@ -87,7 +89,8 @@ def test_diverging_jobs_are_recorded_and_the_sweep_goes_on(tmp_path: Path, store
         epoch = int(diverged.data.tags["linreg.diverged_at_epoch"])
         assert f"epoch {epoch}" in diverged.data.tags["linreg.failure"]
         assert how in diverged.data.tags["linreg.failure"]
-        assert points(store, diverged, "loss") == epoch
+        assert points(store, diverged, "loss") == epoch + 1  # the epoch it diverged at, too
+        assert "final_loss" not in diverged.data.metrics  # no blown-up number for Compare
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["jobs_diverged"] == 2 and parent.data.metrics["jobs_finished"] == 1
 
@@ -99,7 +102,7 @@ def test_optuna_sweep_logs_trials_and_best_lr(tmp_path: Path, store: str) -> Non
     assert result.returncode == 0, result.stderr
     parent, children = sweep_runs(store)
     assert len(children) == 6
-    best = min(children, key=lambda c: c.data.metrics["final_loss"])
+    best = min(children, key=lambda c: c.data.metrics["val_mse"])
     assert parent.data.tags["best.optimizer.lr"] == best.data.params["optimizer.lr"]
     assert parent.data.tags["linreg.sweeper"] == "OptunaSweeper"
     # a job's reproduce command must not start the search again

@@ -160,7 +160,7 @@ class SweepJob:
     """What the sweep plot needs of one child run."""
 
     params: Mapping[str, str]
-    final_loss: float
+    value: float  # the sweep's objective (val_mse, say)
     diverged: bool
     loss_curve: Sequence[tuple[int, float]]  # (epoch, loss), a bounded sample
 
@@ -187,8 +187,10 @@ def _distinct_keys(jobs: Sequence[SweepJob], keys: Sequence[str]) -> list[str]:
     return kept
 
 
-def sweep_figure(jobs: Sequence[SweepJob], swept: Sequence[str]) -> Figure:
-    """Final loss against the swept parameter, one line per other choice; all loss curves."""
+def sweep_figure(
+    jobs: Sequence[SweepJob], swept: Sequence[str], measure: str = "final loss"
+) -> Figure:
+    """`measure` against the swept parameter, one line per other choice; all loss curves."""
     fig = Figure(figsize=(11, 4.2), dpi=100)
     ax_final, ax_curves = fig.subplots(1, 2)
     numeric = [k for k in swept if all(_as_float(j.params.get(k, "")) is not None for j in jobs)]
@@ -198,7 +200,7 @@ def sweep_figure(jobs: Sequence[SweepJob], swept: Sequence[str]) -> Figure:
     for job in jobs:
         label = ", ".join(f"{k}={job.params.get(k)}" for k in others) or "all jobs"
         groups.setdefault(label, []).append(job)
-    finite = [j.final_loss for j in jobs if not j.diverged and math.isfinite(j.final_loss)]
+    finite = [j.value for j in jobs if not j.diverged and math.isfinite(j.value)]
     ceiling = max(finite) * 2 if finite else 1.0
     for index, (label, members) in enumerate(sorted(groups.items())):
         color = f"C{index % 10}"
@@ -206,7 +208,7 @@ def sweep_figure(jobs: Sequence[SweepJob], swept: Sequence[str]) -> Figure:
             [float(j.params[x_key]) for j in members] if x_key else list(range(len(members)))
         )
         ordered = sorted(zip(positions, members, strict=True), key=lambda pair: pair[0])
-        done = [(p, j.final_loss) for p, j in ordered if not j.diverged]
+        done = [(p, j.value) for p, j in ordered if not j.diverged]
         if done:
             ax_final.plot(*zip(*done, strict=True), marker="o", color=color, label=label)
         failed = [p for p, j in ordered if j.diverged]
@@ -224,7 +226,7 @@ def sweep_figure(jobs: Sequence[SweepJob], swept: Sequence[str]) -> Figure:
     curves = [v for j in jobs for _, v in j.loss_curve]
     if _spans_decades(curves):
         ax_curves.set_yscale("log")
-    ax_final.set(xlabel=x_key or "job", ylabel="final loss", title="Final loss per job")
+    ax_final.set(xlabel=x_key or "job", ylabel=measure, title=f"{measure} per job")
     ax_final.legend(fontsize=8)
     ax_curves.set(xlabel="epoch", ylabel="loss", title="Loss curves of all jobs")
     fig.tight_layout()

@@ -1,4 +1,4 @@
-"""A sweep's report: sweep.png (final loss against the swept values, every job's loss curve)
+"""A sweep's report: sweep.png (the objective against the swept values, every job's loss curve)
 and summary.csv (a row per job), drawn from the SweepSummary its parent's end reads from the
 store (tracking/parent.py runs `draw` as a Task)."""
 
@@ -18,20 +18,21 @@ def draw(summary: SweepSummary, out_dir: str) -> list[Path]:
     jobs = [
         plots.SweepJob(
             params=child.params,
-            final_loss=child.metrics.get(Metric.FINAL_LOSS, math.nan),
+            value=child.metrics.get(summary.objective, math.nan),
             diverged=child.outcome == Outcome.DIVERGED,
             loss_curve=sorted(child.loss_curve),
         )
         for child in summary.children
     ]
-    picture = plots.save_figure(
-        plots.sweep_figure(jobs, summary.swept), Path(out_dir) / "sweep.png"
-    )
+    figure = plots.sweep_figure(jobs, summary.swept, summary.objective)
+    picture = plots.save_figure(figure, Path(out_dir) / "sweep.png")
     return [picture, write_csv(summary, Path(out_dir) / "summary.csv")]
 
 
 def write_csv(summary: SweepSummary, path: Path) -> Path:
-    columns = [Metric.FINAL_LOSS, Metric.FINAL_WEIGHT, Metric.FINAL_BIAS]
+    named = [summary.objective, Metric.VAL_MSE, Metric.FINAL_LOSS, Metric.FINAL_WEIGHT,
+             Metric.FINAL_BIAS]  # fmt: skip
+    columns = list(dict.fromkeys(named))
     with path.open("w", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(["run_id", "overrides", *summary.swept, *columns, "status", "outcome"])

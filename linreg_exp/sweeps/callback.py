@@ -19,7 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from linreg_exp import signals
-from linreg_exp.errors import Abort, ConfigError, LinregError
+from linreg_exp.errors import Abort, ConfigError
 from linreg_exp.sweeps import jobs
 from linreg_exp.sweeps.launch import Launch, LaunchInfo
 from linreg_exp.sweeps.trackers import tracker_for_job
@@ -43,7 +43,7 @@ class LaunchCallback(Callback):
     def _open(self, how: Callable[[DictConfig], Launch], config: DictConfig) -> None:
         try:
             self._launch = how(config)
-        except LinregError as error:
+        except Exception as error:  # a store or a directory that cannot be used, bad values
             raise Abort(error) from error
         self._info = self._launch.info
 
@@ -56,7 +56,8 @@ class LaunchCallback(Callback):
         if self._launch is None:  # a job elsewhere: a job wrapper's handlers give way to ours
             signals.install()
         tracker, owned = tracker_for_job(self._launch, self._info)
-        receive(jobs.Assignment(jobs.describe(config, self._info), tracker, owned))
+        fresh = self._launch is not None and self._launch.fresh_run_dir
+        receive(jobs.Assignment(jobs.describe(config, self._info), tracker, owned, fresh))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if self._launch is not None:

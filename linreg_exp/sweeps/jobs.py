@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from linreg_exp.jobspec import Job
+from linreg_exp.schema import CONFIG_DIR
 from linreg_exp.sweeps import naming
 from linreg_exp.sweeps.launch import LaunchInfo
 from linreg_exp.tracking.recorder import Tracker
@@ -29,6 +29,7 @@ class Assignment:
     job: Job
     tracker: Tracker
     owns_tracker: bool
+    fresh_output_dir: bool = False  # made for this job: a job rejected before its run removes it
 
 
 def describe(config: DictConfig, info: LaunchInfo) -> Job:
@@ -37,7 +38,7 @@ def describe(config: DictConfig, info: LaunchInfo) -> Job:
     hydra = config.hydra
     overrides = tuple(str(o) for o in hydra.overrides.task)
     run_name = config.mlflow.run_name or (
-        naming.job_name(overrides, info.swept) if info.multirun else None
+        naming.job_name(overrides, info.swept) if info.multirun else naming.single_name(overrides)
     )
     return Job(
         output_dir=Path(str(hydra.runtime.output_dir)),
@@ -45,17 +46,27 @@ def describe(config: DictConfig, info: LaunchInfo) -> Job:
         number=int(hydra.job.num) if info.multirun else None,
         overrides=overrides,
         run_name=run_name,
-        command=reproduce_command(overrides),
+        command=reproduce_command(config),
         data_option=str(hydra.runtime.choices.get("data", "data")),
         parent_run_id=info.parent_run_id,
         log_files=submitit_logs(),
     )
 
 
-def reproduce_command(overrides: Sequence[str]) -> str:
-    """The command line that re-runs exactly this job (sweep selectors dropped)."""
-    kept = [o for o in overrides if not o.startswith(SWEEP_ONLY_OVERRIDES)]
-    return shlex.join(["python", "-m", "linreg_exp", *(mask_override(o) for o in kept)])
+def reproduce_command(config: DictConfig) -> str:
+    """The command line that re-runs exactly this job from any directory: the config dirs and
+    name it was composed from (absolute), and its overrides (sweep selectors dropped)."""
+    hydra = config.hydra
+    flags = []
+    for source in hydra.runtime.config_sources:
+        if source.provider == "main" and Path(str(source.path)) != CONFIG_DIR:
+            flags += ["--config-path", str(source.path)]
+        elif source.provider == "command-line":
+            flags += ["--config-dir", str(source.path)]
+    if hydra.job.config_name != "config":
+        flags += ["--config-name", str(hydra.job.config_name)]
+    kept = [o for o in hydra.overrides.task if not str(o).startswith(SWEEP_ONLY_OVERRIDES)]
+    return shlex.join(["python", "-m", "linreg_exp", *flags, *(mask_override(o) for o in kept)])
 
 
 def submitit_logs() -> tuple[str, ...]:

@@ -59,8 +59,15 @@ def jobs_of(launcher: str) -> Jobs:
 class Launch:
     """An open launch: its tracker, its lock, and closing them however the process ends."""
 
-    def __init__(self, info: LaunchInfo, tracker: Tracker, lock: FileLock | None = None) -> None:
+    def __init__(
+        self,
+        info: LaunchInfo,
+        tracker: Tracker,
+        lock: FileLock | None = None,
+        fresh_run_dir: bool = False,
+    ) -> None:
         self.info, self.tracker, self.lock = info, tracker, lock
+        self.fresh_run_dir = fresh_run_dir  # a single run's output dir did not exist before
         self.stopped_by: int | None = None  # a stop signal this process received
         self._announced = False
         signals.install(on_stop=self._note_stop)
@@ -73,8 +80,9 @@ class Launch:
         uri = resolve_tracking_uri(config.mlflow.tracking_uri, Path.cwd())
         name = config.mlflow.experiment_name
         preload = startup.HELPER_PRELOAD if config.plots.enabled else ()
+        fresh = not Path(str(config.hydra.run.dir)).exists()
         return cls(LaunchInfo(uri, name, multirun=False),
-                   tracking.in_helper(Open(uri, name), preload))  # fmt: skip
+                   tracking.in_helper(Open(uri, name), preload), fresh_run_dir=fresh)  # fmt: skip
 
     @classmethod
     def sweep(cls, config: DictConfig) -> Launch:
@@ -113,8 +121,12 @@ class Launch:
                 Tag.COMMAND: shlex.join(["python", "-m", "linreg_exp", "-m", *masked]),
                 Tag.LAUNCHER: launcher.rsplit(".", 1)[-1],
                 Tag.SWEEPER: str(config.hydra.sweeper._target_).rsplit(".", 1)[-1],
+                Tag.OBJECTIVE: f"{config.sweep.objective} {config.sweep.direction}",
             },
             jobs=jobs_of(launcher),
+            objective=config.sweep.objective,
+            direction=config.sweep.direction,
+            register_best=config.mlflow.register_best,
             report=SWEEP_REPORT,
         )
         uri = resolve_tracking_uri(config.mlflow.tracking_uri, Path.cwd())

@@ -40,6 +40,12 @@ def sweep_name(swept: Mapping[str, str]) -> str:
     return f"sweep {describe(swept)}".strip()
 
 
+def single_name(overrides: Sequence[str]) -> str:
+    """A single run's name: its overrides (but where it is tracked), or "default"."""
+    values = dict(split(o) for o in overrides)
+    return describe({k: v for k, v in values.items() if not k.startswith("mlflow.")}) or "default"
+
+
 def job_name(overrides: Sequence[str], swept_keys: Sequence[str]) -> str | None:
     """A sweep job's run name: its values of the swept keys (None: MLflow's generated name)."""
     mine = dict(split(o) for o in overrides)

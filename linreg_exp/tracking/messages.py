@@ -39,12 +39,17 @@ class Parent:
       early, so only once every job has returned is a child still RUNNING taken as vanished.
 
     Jobs that run elsewhere need the parent's id before they start: it is created at once.
-    `report` ('module:name') is called with the SweepSummary and the sweep dir when the sweep
-    ends; it returns the files to log on the parent."""
+    The best job is the one with the best `objective` metric in its `direction`; its model is
+    registered under `register_best` (alias "best") if that is set. `report` ('module:name') is
+    called with the SweepSummary and the sweep dir when the sweep ends; it returns the files to
+    log on the parent."""
 
     run_name: str
     tags: dict[str, str]
     jobs: Literal["here", "workers", "scheduler"] = "here"
+    objective: str = "val_mse"
+    direction: Literal["minimize", "maximize"] = "minimize"
+    register_best: str | None = None
     report: str | None = None
 
 
@@ -79,6 +84,7 @@ class StartRun:
     params: dict[str, str]
     config: dict[str, Any]  # the composed config, logged as config.yaml
     dataset: DatasetInfo | None = None
+    system_metrics: bool = False  # MLflow's sampler of CPU, memory, disk, network while it runs
 
 
 Row = tuple[int, int, tuple[float, ...]]  # step, ms timestamp, the values in `names` order
@@ -117,6 +123,7 @@ class FinishRun:
     tags: dict[str, str] = field(default_factory=dict)
     files: list[Artifact] = field(default_factory=list)
     report: Task | None = None  # its files are logged too
+    model: dict[str, float] | None = None  # the fitted line's weight and bias: its MLflow model
 
 
 @dataclass(frozen=True)
@@ -199,6 +206,7 @@ class SweepSummary:
 
     children: list[ChildRun]
     swept: list[str]
+    objective: str  # the metric the best job was picked by
 
 
 def describe_error(error: BaseException) -> str:

@@ -17,13 +17,14 @@ from collections import Counter
 from pathlib import Path
 
 from mlflow.entities import Metric, Run, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 
 from linreg_exp.errors import ConfigError
 from linreg_exp.tracking.messages import ChildRun, Parent, SweepSummary
 from linreg_exp.tracking.tasks import run_task
 from linreg_exp.vocab import FAILED, FINISHED, KILLED, LOSS_CURVE_FILE, RUNNING, Outcome, Tag
-from linreg_exp.vocab import Metric as M
 
 IDENTITY = (Tag.JOB_NUM, Tag.CONFIG_HASH)  # a resumed sweep keeps a FINISHED job by these
 
@@ -89,7 +90,7 @@ def close(
     parent_id: str,
     status: str | None,
     reap: bool,
-    report: str | None,
+    sweep: Parent,
 ) -> str:
     """Summarise the children on the parent and end it; returns a line for the console.
 
@@ -97,7 +98,7 @@ def close(
     RUNNING has vanished (every job has returned). A summary that cannot be made still ends
     the parent."""
     try:
-        return _summarise(client, experiment_id, parent_id, status, reap, report)
+        return _summarise(client, experiment_id, parent_id, status, reap, sweep)
     except Exception as error:
         status = status or FAILED
         client.set_terminated(parent_id, status)
@@ -110,7 +111,7 @@ def _summarise(
     parent_id: str,
     status: str | None,
     reap: bool,
-    report: str | None,
+    sweep: Parent,
 ) -> str:
     children = children_of(client, experiment_id, parent_id)
     if not children and status is not None:  # stopped before any job ran (a rejected override)
@@ -127,9 +128,9 @@ def _summarise(
         children = children_of(client, experiment_id, parent_id)
     outcomes = Counter(Outcome.of(run.info.status, run.data.tags.get(Tag.OUTCOME))
                        for run in children)  # fmt: skip
-    swept = _swept_keys(children)
+    swept, objective = _swept_keys(children), sweep.objective
     completed = [r for r in children if Outcome.of(r.info.status, r.data.tags.get(Tag.OUTCOME))
-                 == Outcome.COMPLETED and M.FINAL_LOSS in r.data.metrics]  # fmt: skip
+                 == Outcome.COMPLETED and objective in r.data.metrics]  # fmt: skip
     metrics: dict[str, float] = {
         "jobs_total": len(children),
         "jobs_finished": outcomes[Outcome.COMPLETED],
@@ -138,27 +139,50 @@ def _summarise(
         "jobs_killed": outcomes[Outcome.INTERRUPTED],
     }
     tags = []
+    best = None
     if completed:  # tags, not params: a resumed sweep's best may change, and params cannot
-        best = min(completed, key=lambda r: r.data.metrics[M.FINAL_LOSS])
-        metrics["best_final_loss"] = best.data.metrics[M.FINAL_LOSS]
+        pick = min if sweep.direction == "minimize" else max
+        best = pick(completed, key=lambda r: r.data.metrics[objective])
+        metrics[f"best_{objective}"] = best.data.metrics[objective]
         tags = [RunTag(f"{Tag.BEST_PREFIX}{key}", best.data.params.get(key, "")) for key in swept]
         tags += [RunTag(Tag.BEST_RUN_ID, best.info.run_id),
                  RunTag(Tag.BEST_COMMAND, best.data.tags.get(Tag.COMMAND, ""))]  # fmt: skip
     now = int(time.time() * 1000)
     client.log_batch(parent_id, [Metric(k, v, now, 0) for k, v in metrics.items()], tags=tags)
-    if report is not None and children:
-        _log_report(client, parent_id, report, SweepSummary(
-            [_child(client, run) for run in children], swept))  # fmt: skip
+    if best is not None and sweep.register_best:
+        register(client, best, sweep.register_best)
+    if sweep.report is not None and children:
+        _log_report(client, parent_id, sweep.report, SweepSummary(
+            [_child(client, run) for run in children], swept, objective))  # fmt: skip
     if status is None:
         failed = outcomes[Outcome.ERROR] or outcomes[Outcome.INTERRUPTED]
         status = FAILED if failed else FINISHED
     client.set_terminated(parent_id, status)
-    best_text = f"; best final_loss {metrics['best_final_loss']:.6g}" if completed else ""
+    best_text = f"; best {objective} {metrics[f'best_{objective}']:.6g}" if completed else ""
     return (
         f"sweep {parent_id} {status}: {len(children)} jobs, {outcomes[Outcome.COMPLETED]} "
         f"finished, {outcomes[Outcome.DIVERGED]} diverged, {outcomes[Outcome.ERROR]} failed, "
         f"{outcomes[Outcome.INTERRUPTED]} killed{best_text}"
     )
+
+
+BEST_ALIAS = "best"
+
+
+def register(client: MlflowClient, best: Run, name: str) -> None:
+    """The best job's model as a new version of the registered model `name`, aliased "best"."""
+    outputs = best.outputs.model_outputs if best.outputs else []
+    if not outputs:
+        raise RuntimeError(f"run {best.info.run_id} logged no model to register")
+    model_id = outputs[0].model_id
+    try:
+        client.create_registered_model(name)
+    except MlflowException as error:  # registered before: a new version of it
+        if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            raise
+    version = client.create_model_version(name, f"models:/{model_id}", best.info.run_id,
+                                          model_id=model_id)  # fmt: skip
+    client.set_registered_model_alias(name, BEST_ALIAS, version.version)
 
 
 def _swept_keys(children: list[Run]) -> list[str]:

@@ -70,6 +70,7 @@ class Tracker:
         self.tracking_uri = open_request.tracking_uri
         self.store_rate: float | None = None  # epochs a second, measured on the last batch
         self.parent_run_id = open_request.parent_run_id  # the sweep's, once the store names it
+        self.runs_started = 0  # StartRun requests made: has a job got as far as its run?
         self._queue: queue.Queue[tuple[Request, Future[Reply]]] = queue.Queue(maxsize=1)
         self._worker = threading.Thread(target=self._serve, name="linreg-tracker", daemon=True)
         self._worker.start()
@@ -100,6 +101,7 @@ class Tracker:
         self, request: StartRun, log_every_n_epochs: int = 1, log_every_seconds: float = 1.0
     ) -> RunStream:
         """Create a run; returns at once, the run is created while the job goes on."""
+        self.runs_started += 1
         return RunStream(self, request.run, self.submit(request), log_every_n_epochs,
                          log_every_seconds)  # fmt: skip
 
@@ -179,6 +181,7 @@ class RunStream:
         tags: Mapping[str, str] | None = None,
         files: list[Artifact] | None = None,
         report: Task | None = None,
+        model: dict[str, float] | None = None,
     ) -> Future[Reply]:
         """Send the epochs left (the last one always), then end the run, however it went."""
         if self._skipped is not None and (not self._rows or self._rows[-1] < self._skipped):
@@ -186,7 +189,7 @@ class RunStream:
         if self._rows:
             self._send(check=False)
         request = FinishRun(self.run, outcome, dict(metrics or {}), dict(tags or {}),
-                            list(files or []), report)  # fmt: skip
+                            list(files or []), report, model)  # fmt: skip
         return self.tracker.submit(request)
 
     def _send(self, check: bool = True) -> None:

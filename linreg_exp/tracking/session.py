@@ -19,10 +19,11 @@ from pathlib import Path
 from mlflow.data.code_dataset_source import CodeDatasetSource
 from mlflow.entities import Dataset as DatasetEntity
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
 
 from linreg_exp.errors import LinregError, TrackingError
-from linreg_exp.tracking import parent
+from linreg_exp.tracking import model, parent
 from linreg_exp.tracking.context import default_tags
 from linreg_exp.tracking.messages import (
     Close,
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 class _OpenRun:
     run_id: str
     last_step: int = -1  # the last epoch stored
+    monitor: SystemMetricsMonitor | None = None  # MLflow's sampler of the machine, if asked
 
 
 class Session:
@@ -140,8 +142,11 @@ class Session:
             tags["mlflow.parentRunId"] = self.parent_run_id
         run = self._client.create_run(self.experiment_id, run_name=request.name, tags=tags)
         run_id = run.info.run_id
-        self.runs[request.run] = _OpenRun(run_id)
+        self.runs[request.run] = open_run = _OpenRun(run_id)
         try:
+            if request.system_metrics:
+                open_run.monitor = SystemMetricsMonitor(run_id, tracking_uri=self._uri)
+                open_run.monitor.start()
             params = [Param(key, value[:6000]) for key, value in request.params.items()]
             self._client.log_batch(run_id, params=params)
             self._client.log_dict(run_id, request.config, "config.yaml")
@@ -187,6 +192,9 @@ class Session:
             for path, directory in files:
                 if Path(path).is_file():
                     self._client.log_artifact(run_id, path, directory)
+            if request.model is not None:
+                model.log_model(self._client, self.experiment_id, run_id, request.model,
+                                request.metrics)  # fmt: skip
         except BaseException as error:
             status = FAILED
             extra_tags = {Tag.OUTCOME: Outcome.ERROR, Tag.ERROR: describe_error(error)}
@@ -208,7 +216,7 @@ class Session:
             reap = status is None or sweep.jobs != "scheduler"
             parent_id, self.parent_run_id = self.parent_run_id, None
             summary = parent.close(self._client, self.experiment_id, parent_id, status, reap,
-                                   sweep.report)  # fmt: skip
+                                   sweep)  # fmt: skip
         return Closed(summary, self.failure)
 
     def close_all(self, reason: str) -> None:
@@ -216,10 +224,17 @@ class Session:
         with contextlib.suppress(Exception):
             self._close(KILLED, reason)
 
+    @property
+    def _uri(self) -> str:
+        assert self.request is not None
+        return self.request.tracking_uri
+
     def _end(self, key: str, status: str, tags: Mapping[str, str]) -> None:
         run = self.runs.pop(key, None)
         if run is None:
             return
+        if run.monitor is not None:  # its last samples are stored before the run ends
+            run.monitor.finish()
         try:
             if tags:
                 self._client.log_batch(run.run_id, tags=run_tags(tags))

@@ -54,5 +54,11 @@ def ui_base_url(uri: str, port: int = 5000) -> str:
     )
 
 
+# MLflow 3's UI opens its GenAI pages unless a link asks for Model training (it ignores the
+# experiment's mlflow.experimentKind tag), or the switch it keeps in the browser says so.
+MODEL_TRAINING = "?workflowType=machine_learning"
+
+
 def run_url(uri: str, experiment_id: str, run_id: str) -> str:
-    return f"{ui_base_url(uri)}/#/experiments/{experiment_id}/runs/{run_id}"
+    """A run's page in MLflow's UI, on its Model training pages."""
+    return f"{ui_base_url(uri)}/#/experiments/{experiment_id}/runs/{run_id}{MODEL_TRAINING}"
