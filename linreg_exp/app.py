@@ -161,11 +161,15 @@ def _public_fields(node_type: object) -> list[str]:
 
 def describe_config_error(error: BaseException) -> str:
     """Hydra's multi-line composition errors, folded into one line naming key and choices."""
-    if isinstance(error, MissingConfigException) and error.options is not None:
-        group, _, option = (error.missing_cfg_file or "").rpartition("/")
-        line = f"{group}={option} is not an option; allowed: {', '.join(sorted(error.options))}"
+    if isinstance(error, MissingConfigException) and error.missing_cfg_file:
+        group, _, option = error.missing_cfg_file.rpartition("/")
+        if error.options is not None:
+            line = f"{group}={option} is not an option; allowed: {', '.join(sorted(error.options))}"
+        else:  # an option its defaults list needs is missing: the message's first line says which
+            line = str(error).splitlines()[0].strip()
         if (group, option) in EXTRAS:
-            line += f"; it comes with an extra: pip install 'linreg_exp[{EXTRAS[group, option]}]'"
+            line += (f"; {group}={option} comes with an extra: "
+                     f"pip install 'linreg_exp[{EXTRAS[group, option]}]'")  # fmt: skip
         return line
     cause = error.__cause__ if isinstance(error, HydraException) else error
     if isinstance(cause, ConfigAttributeError | ConfigKeyError) and cause.full_key:

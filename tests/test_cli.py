@@ -61,6 +61,7 @@ def test_default_run_is_tracked_completely(default_run: tuple[str, Run, Path, st
     for key in ("loss", "weight", "bias"):
         points = history(uri, run.info.run_id, key)
         assert [step for step, _ in points] == list(range(500))
+    assert run.info.run_name == "default"  # a single run is named after its overrides
     tags = run.data.tags
     assert tags["linreg.command"] == "python -m linreg_exp"
     assert tags["linreg.outcome"] == "completed"
@@ -127,7 +128,7 @@ def test_summary_says_where_to_look(default_run: tuple[str, Run, Path, str]) -> 
     assert run.info.run_id in output
     assert (
         f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
-        in output
+        "?workflowType=machine_learning" in output  # MLflow's UI: the Model training pages
     )
     assert "mlflow ui --backend-store-uri" in output
     assert "final loss" in output

@@ -38,3 +38,12 @@ def test_same_seed_same_data_other_seed_other_data() -> None:
 def test_zero_noise_is_exactly_linear() -> None:
     data = make_dataset(DataConfig(noise_std=0.0), seed=3)
     assert torch.allclose(data.y, 2.0 * data.x + 3.0)
+
+
+def test_held_out_points_come_from_a_stream_of_their_own() -> None:
+    training = make_dataset(DataConfig(), seed=0)
+    held_out = make_dataset(DataConfig(num_val=300), seed=0, held_out=True)
+    assert held_out.x.shape == (300, 1)
+    assert not torch.isin(held_out.x, training.x).any()  # other points, the same generator
+    more = make_dataset(DataConfig(num_val=5000), seed=0, held_out=False)
+    assert torch.equal(more.x, training.x)  # num_val leaves the training data as it was

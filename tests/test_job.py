@@ -6,16 +6,21 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import mlflow
+import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+import linreg_exp
 from linreg_exp.app import register_configs
+from linreg_exp.data import make_dataset
 from linreg_exp.errors import ConfigError
 from linreg_exp.job import run
 from linreg_exp.jobspec import Job
+from linreg_exp.schema import DataConfig
 from linreg_exp.vocab import Outcome
 from tests.conftest import CONF_DIR
 
@@ -65,3 +70,48 @@ def test_a_job_rejected_before_its_run_leaves_no_run(tmp_path: Path, store: str)
         run(config("optimizer.lr=-1"), Job(output_dir=tmp_path, tracking_uri=store))
     client = MlflowClient(store)
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+def test_a_run_records_its_model_its_held_out_scores_and_its_own_params(
+    tmp_path: Path, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = config("trainer.epochs=40", "plots.enabled=false", "loss=mse")
+    result = run(cfg, Job(output_dir=tmp_path, tracking_uri=store))
+    client = MlflowClient(store)
+    logged = client.get_run(result.run_id)
+    weight, bias = result.metrics["final_weight"], result.metrics["final_bias"]
+
+    # the model: the fitted line, loadable with MLflow alone, listed with the run
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)  # where runs:/ URIs are looked up
+    model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
+    predicted = model.predict(pd.DataFrame({"x": [-1.0, 0.0, 2.5]}))
+    assert list(predicted) == pytest.approx([bias - weight, bias, bias + 2.5 * weight])
+    assert [o.model_id for o in logged.outputs.model_outputs]  # the UI's Models column
+    assert model.metadata.signature.inputs.input_names() == ["x"]
+
+    # one yardstick on held-out points of their own random stream
+    held_out = make_dataset(DataConfig(), seed=0, held_out=True)
+    residual = held_out.y.double().flatten() - (weight * held_out.x.double().flatten() + bias)
+    assert result.metrics["val_mse"] == pytest.approx(float(residual.square().mean()))
+    assert result.metrics["val_mae"] == pytest.approx(float(residual.abs().mean()))
+
+    # params: the experiment's own keys and the device it really used
+    params = logged.data.params
+    assert params["device.resolved"] == "cpu" and params["device.name"] == "auto"
+    assert not [k for k in params if "._" in k or k.startswith("_")], params
+    assert "mlflow.tracking_uri" not in params and "None" not in params.values()
+    assert logged.data.tags["linreg.version"] == linreg_exp.__version__
+
+
+def test_system_metrics_are_sampled_by_mlflow_for_a_run_long_enough(
+    tmp_path: Path, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+    cfg = config("trainer.epochs=12000", "plots.enabled=false")  # a few seconds of streaming
+    result = run(cfg, Job(output_dir=tmp_path, tracking_uri=store))
+    metrics = MlflowClient(store).get_run(result.run_id).data.metrics
+    assert "system/cpu_utilization_percentage" in metrics, sorted(metrics)
+    quiet = run(config("trainer.epochs=5", "mlflow.system_metrics=false", "plots.enabled=false"),
+                Job(output_dir=tmp_path, tracking_uri=store))  # fmt: skip
+    assert not [k for k in MlflowClient(store).get_run(quiet.run_id).data.metrics
+                if k.startswith("system/")]  # fmt: skip

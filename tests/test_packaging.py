@@ -3,6 +3,7 @@ with its own configs and with a user's config dir (Hydra's --config-dir)."""
 
 from __future__ import annotations
 
+import shlex
 import site
 import subprocess
 import sys
@@ -90,3 +91,59 @@ def test_a_user_config_dir_adds_experiments(installed: Path, tmp_path: Path) -> 
         "7",
     )
     assert len(client.get_metric_history(run.info.run_id, "loss")) == 7
+    tags = run.data.tags  # from a wheel: the package's version, and no git commit to claim
+    assert tags["linreg.version"] == "0.1.0" and "mlflow.source.git.commit" not in tags
+
+    # the recorded command reruns the run exactly, from any directory
+    command = shlex.split(tags["linreg.command"])
+    assert command[:3] == ["python", "-m", "linreg_exp"] and "--config-dir" in command
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    rerun = run_installed(installed, command[3:], elsewhere)
+    assert rerun.returncode == 0, rerun.stderr
+    again = MlflowClient(f"sqlite:///{elsewhere / 'mlflow.db'}")
+    (rerun_run,) = again.search_runs([again.get_experiment_by_name("linreg").experiment_id])
+    assert rerun_run.data.metrics["final_loss"] == run.data.metrics["final_loss"]
+    assert rerun_run.data.tags["linreg.command"] == tags["linreg.command"]
+
+
+@pytest.fixture(scope="module")
+def installed_without_extras(installed: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same wheel, as `pip install linreg_exp` leaves it: no Hydra plugins (the [sweep]
+    extra) among its dependencies."""
+    root = tmp_path_factory.mktemp("plain")
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    purelib = Path(subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip())  # fmt: skip
+    ours = Path(subprocess.run(
+        [str(installed), "-c", "import linreg_exp, pathlib; "
+         "print(pathlib.Path(linreg_exp.__file__).parent.parent)"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip())  # fmt: skip
+    deps = root / "deps"  # this venv's site-packages, but for the plugins
+    deps.mkdir()
+    for entry in Path(site.getsitepackages()[0]).iterdir():
+        if not entry.name.startswith(("hydra_plugins", "hydra_joblib", "hydra_submitit",
+                                      "hydra_optuna", "linreg_exp", "__editable__")):  # fmt: skip
+            (deps / entry.name).symlink_to(entry)
+    for entry in ours.iterdir():
+        if entry.name.startswith("linreg_exp"):
+            (deps / entry.name).symlink_to(entry)
+    (purelib / "dependencies.pth").write_text(f"{deps}\n")
+    return python
+
+
+@pytest.mark.parametrize("args", [["hparams_search=lr_optuna"], ["-m", "hydra/launcher=slurm"],
+                                  ["-m", "hydra/launcher=joblib"]])  # fmt: skip
+def test_a_missing_extra_is_named_in_one_line(
+    installed_without_extras: Path, tmp_path: Path, args: list[str]
+) -> None:
+    result = run_installed(installed_without_extras, args, tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "pip install 'linreg_exp[sweep]'" in lines[0]

@@ -62,6 +62,7 @@ BAD_INPUT = [
         ["-m", "optimizer.lr=0.1,0.2", "mlflow.tracking_uri=sqlite:////proc/no/dir/m.db"],
         "mlflow.",
     ),  # rejected by Hydra's sweeper, after the sweep started
+    (["--cfg", "job", "optimizer.lr=-1"], "optimizer.lr=-1"),  # printed, then rejected
 ]
 if not torch.cuda.is_available():
     BAD_INPUT.append((["device=cuda"], "device=cuda"))
@@ -78,6 +79,17 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], named: str
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and named in lines[0]
     assert run_count(db) == 0
+    assert not (tmp_path / "run").exists() and not (tmp_path / "multirun").exists()
+
+
+@pytest.mark.slow
+def test_a_read_only_directory_is_one_clear_line(tmp_path: Path) -> None:
+    """/sys stands for a directory the user cannot write to (this suite runs as root)."""
+    result = subprocess.run([sys.executable, "-m", "linreg_exp"], cwd="/sys", env=cli_env(),
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: cannot write "), result.stderr
 
 
 @pytest.mark.slow
@@ -295,6 +307,7 @@ def test_a_failing_job_fails_its_child_and_parent_but_not_the_others(
     client = MlflowClient(store)
     runs = client.search_runs([client.get_experiment_by_name("linreg").experiment_id])
     parent = next(r for r in runs if r.data.tags.get("linreg.kind") == "sweep")
+
     def loss_of(run: Run) -> str:  # its swept loss (Hydra's _target_ is no MLflow param)
         overrides = run.data.tags["linreg.overrides"].split()
         return next(o.partition("=")[2] for o in overrides if o.startswith("loss._target_="))

@@ -9,7 +9,12 @@ and runs the server-less test first while they boot.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +23,15 @@ import pytest
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import assert_nothing_running, run_cli
+from tests.conftest import assert_nothing_running, cli_env, run_cli
 from tests.servers import (
     MlflowServer,
     PostgresCluster,
+    free_port,
     mlflow_server,
     postgres_available,
     postgres_cluster,
+    stop_group,
 )
 
 pytestmark = pytest.mark.slow
@@ -214,3 +221,42 @@ def test_parallel_sweep_through_postgres_tracking_server(pg: Postgres, tmp_path:
     assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
     for child in (r for r in runs if "mlflow.parentRunId" in r.data.tags):
         _assert_full_history(client, child, 100)
+
+
+def test_a_runs_model_is_served_by_mlflow_models_serve(tmp_path: Path) -> None:
+    """`mlflow models serve -m runs:/<id>/model --env-manager local` answers /invocations."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = run_cli(["trainer.epochs=20", "plots.enabled=false"], tmp_path, tracking_uri=store)
+    assert proc.returncode == 0, _output(proc)
+    (run,) = _runs(MlflowClient(store), "linreg")
+    weight, bias = run.data.metrics["final_weight"], run.data.metrics["final_bias"]
+    port, log = free_port(), tmp_path / "serve.log"
+    with log.open("wb") as out:
+        serving = subprocess.Popen(
+            [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m",
+             f"runs:/{run.info.run_id}/model", "--env-manager", "local", "-h", "127.0.0.1",
+             "-p", str(port)],
+            env=cli_env(store, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}"),
+            stdout=out, stderr=out, start_new_session=True,  # as from the activated venv
+        )  # fmt: skip
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
+        while not _answers(f"{url}/ping"):
+            assert serving.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        body = json.dumps({"dataframe_split": {"columns": ["x"], "data": [[0.0], [2.0]]}})
+        request = urllib.request.Request(f"{url}/invocations", body.encode(),
+                                         {"Content-Type": "application/json"})  # fmt: skip
+        with urllib.request.urlopen(request, timeout=30) as response:
+            predictions = json.loads(response.read())["predictions"]
+        assert predictions == pytest.approx([bias, 2 * weight + bias])
+    finally:
+        stop_group(serving)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False

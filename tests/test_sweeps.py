@@ -41,8 +41,9 @@ def points(uri: str, run: Run, key: str) -> int:
 
 def test_grid_gives_one_parent_and_a_child_per_job(tmp_path: Path, store: str) -> None:
     result = run_cli(
-        ["-m", "optimizer.lr=0.005,0.02", "loss=l1,mse", "trainer.epochs=200"], tmp_path, store
-    )
+        ["-m", "optimizer.lr=0.005,0.02", "loss=l1,mse", "trainer.epochs=200",
+         "mlflow.register_best=linreg-best"], tmp_path, store,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     parent, children = sweep_runs(store)
     assert len(children) == 4
@@ -65,6 +66,9 @@ def test_grid_gives_one_parent_and_a_child_per_job(tmp_path: Path, store: str) -
     assert parent.data.tags["best.optimizer.lr"] == best.data.params["optimizer.lr"]
     assert parent.data.tags["linreg.best_run_id"] == best.info.run_id
     assert parent.data.tags["linreg.objective"] == "val_mse minimize"
+    # the best job's model, registered: `models:/linreg-best@best` is that job's fitted line
+    version = MlflowClient(store).get_model_version_by_alias("linreg-best", "best")
+    assert version.run_id == best.info.run_id
     assert "optimizer.lr=0.005,0.02" in parent.data.tags["linreg.overrides"]
     client = MlflowClient(store)
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}

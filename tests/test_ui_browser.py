@@ -124,7 +124,11 @@ def test_sweep_in_the_mlflow_ui(tmp_path: Path) -> None:
         # the artifacts are files beside the store, which the server reads directly
         assert (tmp_path / "mlruns" / child.info.run_id / "artifacts" / "fit.png").is_file()
         server.wait_healthy()
-        with _browser(tmp_path) as page:
+        printed = re.search(r"MLflow parent run \w+: (\S+)", proc.stdout)
+        assert printed is not None, proc.stdout
+        with _browser(tmp_path) as page:  # a fresh profile: no switch remembered
+            _check_printed_link(page, printed[1].replace("http://127.0.0.1:5000", server.url),
+                                expect)  # fmt: skip
             _check_runs_table(page, server.url, experiment_id, parent, children, expect)
             _check_run_page(page, server.url, experiment_id, child, expect)
 
@@ -180,6 +184,14 @@ def _last_step_drawn(card: Any) -> int:
     return int(plot.evaluate("gd => gd.data[0].x.at(-1)"))
 
 
+def _check_printed_link(page: Any, url: str, expect: Any) -> None:
+    """The link a run prints opens MLflow's Model training pages, not its GenAI ones."""
+    with _screenshot_on_failure(page, "ui-printed-link"):
+        page.goto(url)
+        expect(page.get_by_role("link", name="Models", exact=True)).to_be_visible()
+        expect(page.get_by_role("link", name="Evaluation runs")).to_have_count(0)
+
+
 def _check_runs_table(
     page: Any, base: str, experiment_id: str, parent: Run, children: list[Run], expect: Any
 ) -> None:
@@ -199,6 +211,9 @@ def _check_runs_table(
             )
         dataset = children[0].inputs.dataset_inputs[0].dataset
         expect(page.get_by_role("gridcell").filter(has_text=dataset.name)).to_have_count(2)
+        # the Models column: each job's logged model
+        models = page.get_by_role("gridcell").filter(has_text=re.compile(r"^model$"))
+        expect(models).to_have_count(len(children))
 
 
 def _check_run_page(page: Any, base: str, experiment_id: str, child: Run, expect: Any) -> None:

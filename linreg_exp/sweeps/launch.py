@@ -13,6 +13,7 @@ import atexit
 import hashlib
 import logging
 import shlex
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -65,9 +66,11 @@ class Launch:
         tracker: Tracker,
         lock: FileLock | None = None,
         fresh_run_dir: bool = False,
+        fresh_sweep_dir: Path | None = None,
     ) -> None:
         self.info, self.tracker, self.lock = info, tracker, lock
         self.fresh_run_dir = fresh_run_dir  # a single run's output dir did not exist before
+        self.fresh_sweep_dir = fresh_sweep_dir  # a sweep dir this launch made
         self.stopped_by: int | None = None  # a stop signal this process received
         self._announced = False
         signals.install(on_stop=self._note_stop)
@@ -91,6 +94,7 @@ class Launch:
         elsewhere, created now: they need its id."""
         validate(config)
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        fresh = not sweep_dir.exists()
         sweep_dir.mkdir(parents=True, exist_ok=True)
         lock = FileLock(sweep_dir / ".linreg_exp.lock")
         try:
@@ -100,10 +104,12 @@ class Launch:
                 f"hydra.sweep.dir={sweep_dir} is in use by another sweep that is still running"
             ) from None
         try:
-            return cls._open_sweep(config, sweep_dir, lock)
+            launch = cls._open_sweep(config, sweep_dir, lock)
         except BaseException:
             lock.release()
             raise
+        launch.fresh_sweep_dir = sweep_dir if fresh else None
+        return launch
 
     @classmethod
     def _open_sweep(cls, config: DictConfig, sweep_dir: Path, lock: FileLock) -> Launch:
@@ -164,6 +170,8 @@ class Launch:
         finally:
             if self.lock is not None:
                 self.lock.release()
+        if self.fresh_sweep_dir and self.info.jobs == "here" and not self.tracker.runs_started:
+            shutil.rmtree(self.fresh_sweep_dir, ignore_errors=True)  # rejected: nothing to keep
         if closed.summary is not None:
             log.info("%s", closed.summary)
         return closed
