@@ -244,7 +244,7 @@ def test_a_runs_model_is_served_by_mlflow_models_serve(tmp_path: Path) -> None:
         while not _answers(f"{url}/ping"):
             assert serving.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.5)
-        body = json.dumps({"dataframe_split": {"columns": ["x"], "data": [[0.0], [2.0]]}})
+        body = json.dumps({"inputs": [0.0, 2.0]})
         request = urllib.request.Request(f"{url}/invocations", body.encode(),
                                          {"Content-Type": "application/json"})  # fmt: skip
         with urllib.request.urlopen(request, timeout=30) as response:

@@ -1,22 +1,26 @@
 """A run's model for MLflow (models from code): the fitted line, y = weight · x + bias, with the
-weight and bias from the model's config. Where it is loaded it needs only MLflow, numpy and
-pandas: neither torch nor linreg_exp. Input: a column `x` (or a sequence of numbers)."""
+weight and bias from the model's config. Where it is loaded it needs only MLflow: neither torch
+nor linreg_exp. Its input is a list of x (a one-column DataFrame will do); MLflow reads the type
+hints of `predict` as the model's signature."""
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Any
+
 from mlflow.models import set_model
 from mlflow.pyfunc.model import PythonModel
 
 
-class FittedLine(PythonModel):  # no type hints: MLflow would read them as the input schema
-    def load_context(self, context):
+class FittedLine(PythonModel):
+    def load_context(self, context: Any) -> None:
         self.weight = float(context.model_config["weight"])
         self.bias = float(context.model_config["bias"])
 
-    def predict(self, context, model_input, params=None):
-        x = model_input["x"] if hasattr(model_input, "columns") else model_input
-        return np.asarray(x, dtype=float).reshape(-1) * self.weight + self.bias
+    # MLflow 3 calls a predict that takes no context argument just so
+    def predict(  # type: ignore[override]
+        self, model_input: list[float], params: dict[str, Any] | None = None
+    ) -> list[float]:
+        return [float(x) * self.weight + self.bias for x in model_input]
 
 
 set_model(FittedLine())

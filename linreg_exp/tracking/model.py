@@ -1,5 +1,6 @@
 """A run's trained model as an MLflow model: the fitted line (fitted_line.py) as a pyfunc with a
-signature, an input example and explicit pip requirements, logged as the run's `model`.
+signature (from its type hints), an input example and explicit pip requirements, logged as the
+run's `model`.
 
 It is created with MlflowClient's logged-model calls rather than `mlflow.pyfunc.log_model`, which
 first reads back the whole history of every metric of the run (to copy one step's values onto
@@ -9,27 +10,19 @@ the model): a run's epochs are that history, and there may be millions of them. 
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
-import io
-import logging
 import tempfile
 import time
 from pathlib import Path
 
 import mlflow.pyfunc
 from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
-from mlflow.models import Model, ModelSignature
+from mlflow.models import Model
 from mlflow.tracking import MlflowClient
-from mlflow.types import ColSpec, Schema
-
-log = logging.getLogger(__name__)
 
 NAME = "model"
 CODE = Path(__file__).with_name("fitted_line.py")
-SIGNATURE = ModelSignature(inputs=Schema([ColSpec("double", "x")]),
-                           outputs=Schema([ColSpec("double")]))  # fmt: skip
-INPUT_EXAMPLE = {"x": [-10.0, 0.0, 10.0]}
+INPUT_EXAMPLE = [-10.0, 0.0, 10.0]
 
 
 def requirements() -> list[str]:
@@ -47,22 +40,18 @@ def log_model(
         experiment_id, name=NAME, source_run_id=run_id, model_type="linear regression",
         params={key: repr(value) for key, value in weights.items()},
     )  # fmt: skip
-    advice = io.StringIO()  # MLflow's advice to type predict's input (it re-enables it itself)
-    with tempfile.TemporaryDirectory() as scratch, contextlib.redirect_stderr(advice):
+    with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / NAME
         mlflow.pyfunc.save_model(
             path,
             python_model=str(CODE),
             model_config=weights,
-            signature=SIGNATURE,
             input_example=INPUT_EXAMPLE,
             pip_requirements=requirements(),
             mlflow_model=Model(artifact_path=model.artifact_location, run_id=run_id,
                                model_uuid=model.model_id, model_id=model.model_id),
         )  # fmt: skip
         client.log_model_artifacts(model.model_id, str(path))
-    if advice.getvalue():
-        log.debug("while saving the model: %s", advice.getvalue())
     client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
     client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
     if metrics:

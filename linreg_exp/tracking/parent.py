@@ -8,6 +8,8 @@ no path or name a user typed ever goes into a search filter.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import shutil
@@ -205,8 +207,8 @@ def _child(client: MlflowClient, run: Run) -> ChildRun:
 def _loss_curve(client: MlflowClient, run_id: str) -> list[tuple[int, float]]:
     """The run's sampled loss, as its job logged it (a bounded file, whatever the run's length:
     MLflow's public client reads a metric's whole history); [] if the run has none."""
-    with tempfile.TemporaryDirectory() as scratch:
-        try:
+    with tempfile.TemporaryDirectory() as scratch, contextlib.redirect_stderr(io.StringIO()):
+        try:  # (quietly: MLflow draws a progress bar for each download)
             path = client.download_artifacts(run_id, LOSS_CURVE_FILE, scratch)
             points = json.loads(Path(path).read_text())
         except Exception:  # a run that logged no curve (plots off, killed outright)
