@@ -17,6 +17,7 @@ import os
 import shutil
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 
 import hydra
@@ -40,6 +41,11 @@ log = logging.getLogger(__name__)
 def register_configs() -> None:
     """The schemas, in Hydra's ConfigStore (where conf/*.yaml find them)."""
     schema.register(ConfigStore.instance())
+    # conf/hydra/sweeper/basic.yaml is checked against Hydra's own schema of that name, which is
+    # what it needs; Hydra 1.3 warns of that check as deprecated, and still does it.
+    warnings.filterwarnings(
+        "ignore", "'hydra/sweeper/basic' is validated against ConfigStore schema", UserWarning
+    )
 
 
 # At import: joblib and submitit workers compose their job's config after unpickling the task

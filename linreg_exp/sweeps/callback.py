@@ -16,6 +16,7 @@ from typing import Any
 
 from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
+from hydra.types import HydraContext
 from omegaconf import DictConfig
 
 from linreg_exp import signals
@@ -29,6 +30,15 @@ class LaunchCallback(Callback):
     def __init__(self) -> None:
         self._launch: Launch | None = None  # open in this process
         self._info: LaunchInfo | None = None  # travels to jobs that run elsewhere
+
+    @staticmethod
+    def launch_in(hydra_context: HydraContext) -> Launch:
+        """The launch open in this process, for a launcher that runs jobs here itself (the
+        batched launcher): the callback among Hydra's that holds it."""
+        for callback in hydra_context.callbacks.callbacks:
+            if isinstance(callback, LaunchCallback) and callback._launch is not None:
+                return callback._launch
+        raise Abort(ConfigError("hydra.callbacks: linreg_exp's launch callback is missing"))
 
     def __getstate__(self) -> dict[str, Any]:
         """What a job elsewhere (joblib, submitit) gets of its launch: the plain part."""

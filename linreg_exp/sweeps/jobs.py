@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,17 +47,17 @@ def describe(config: DictConfig, info: LaunchInfo) -> Job:
         number=int(hydra.job.num) if info.multirun else None,
         overrides=overrides,
         run_name=run_name,
-        command=reproduce_command(config),
+        command=reproduce_command(hydra, overrides),
         data_option=str(hydra.runtime.choices.get("data", "data")),
         parent_run_id=info.parent_run_id,
         log_files=submitit_logs(),
     )
 
 
-def reproduce_command(config: DictConfig) -> str:
+def reproduce_command(hydra: DictConfig, overrides: Sequence[str]) -> str:
     """The command line that re-runs exactly this job from any directory: the config dirs and
-    name it was composed from (absolute), and its overrides (sweep selectors dropped)."""
-    hydra = config.hydra
+    name it was composed from (absolute, from its `hydra` node), and its overrides (sweep
+    selectors dropped)."""
     flags = []
     for source in hydra.runtime.config_sources:
         if source.provider == "main" and Path(str(source.path)) != CONFIG_DIR:
@@ -65,7 +66,7 @@ def reproduce_command(config: DictConfig) -> str:
             flags += ["--config-dir", str(source.path)]
     if hydra.job.config_name != "config":
         flags += ["--config-name", str(hydra.job.config_name)]
-    kept = [o for o in hydra.overrides.task if not str(o).startswith(SWEEP_ONLY_OVERRIDES)]
+    kept = [o for o in overrides if not o.startswith(SWEEP_ONLY_OVERRIDES)]
     return shlex.join(["python", "-m", "linreg_exp", *flags, *(mask_override(o) for o in kept)])
 
 

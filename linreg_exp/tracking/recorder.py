@@ -7,6 +7,9 @@
     run.finish(Outcome.COMPLETED, metrics, ...)          # a Future: wait for it, or not (sweeps)
     tracker.close()                                      # the sweep's parent, the helper: done
 
+Many runs at once (a batched sweep's) are a RunGroup (`tracker.start_runs`): their epochs travel
+together, one Epochs request for all of them; a single run is a group of one.
+
 Requests travel in order through a bounded queue to one worker thread, which hands each to the
 transport (the helper's pipe, or a Session in this process) and waits for its reply. So the
 training loop never waits for the store, unless the store falls behind: epochs leave in
@@ -23,7 +26,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from typing import Protocol, TypeVar
 
@@ -51,6 +54,7 @@ from linreg_exp.vocab import Outcome
 
 FIRST_BATCH = 1000  # epochs in a batch until the store's rate is known
 SMALLEST_BATCH = 50
+MIN_ROWS_A_RUN = 50  # a batch of many runs: at least this many epochs a run, each run a call
 BATCH_SECONDS = 1.0  # a full batch is about this long of the store's time
 CLOSE_WAIT_SECONDS = 120  # logging over HTTP with retries can take this long in the worst case
 
@@ -101,9 +105,17 @@ class Tracker:
         self, request: StartRun, log_every_n_epochs: int = 1, log_every_seconds: float = 1.0
     ) -> RunStream:
         """Create a run; returns at once, the run is created while the job goes on."""
-        self.runs_started += 1
-        return RunStream(self, request.run, self.submit(request), log_every_n_epochs,
-                         log_every_seconds)  # fmt: skip
+        group = self.start_runs([request], log_every_n_epochs, log_every_seconds)
+        return RunStream(group, request.run)
+
+    def start_runs(
+        self, requests: Sequence[StartRun], log_every_n_epochs: int = 1,
+        log_every_seconds: float = 1.0,
+    ) -> RunGroup:  # fmt: skip
+        """Create runs whose epochs travel together (a batched sweep's); returns at once."""
+        self.runs_started += len(requests)
+        started = {request.run: self.submit(request) for request in requests}
+        return RunGroup(self, started, log_every_n_epochs, log_every_seconds)
 
     def close(self, status: str | None = None) -> Closed:
         """End what is left (the sweep's parent, with `status`), stop the worker and transport."""
@@ -133,46 +145,99 @@ class Tracker:
             future.set_result(reply)
 
 
-class RunStream:
-    """One run's epochs on their way to the store, in batches (see the module docstring)."""
+class RunGroup:
+    """The epochs of one or more runs on their way to the store: one Epochs request carries
+    every run's rows since the last (see the module docstring for when they leave)."""
 
     def __init__(
         self,
         tracker: Tracker,
-        run: str,
-        started: Future[Reply],
+        started: dict[str, Future[Reply]],
         log_every_n_epochs: int,
         log_every_seconds: float,
     ) -> None:
         self.tracker = tracker
-        self.run = run
         self._started = started
         self.every_n = log_every_n_epochs
         self.interval = log_every_seconds
         self._due = time.monotonic() + log_every_seconds
-        self._names: tuple[str, ...] = ()
-        self._rows: list[Row] = []
-        self._skipped: Row | None = None  # the last epoch thinned out
+        self.names: tuple[str, ...] = ()  # the metrics of an epoch, the same for every run
+        self._rows: dict[str, list[Row]] = {run: [] for run in started}
+        self._skipped: dict[str, Row] = {}  # each run's last epoch thinned out
+        self._pending = 0  # rows waiting, all runs together
         self._sent: Future[Reply] | None = None  # the last batch
 
-    def started(self) -> Started:
-        return reply_of(self._started, Started)
+    def started(self, run: str) -> Started:
+        return reply_of(self._started[run], Started)
 
-    def epoch(self, step: int, metrics: Mapping[str, float]) -> None:
-        """Queue an epoch's metrics (the same names every epoch). Every change here is one list
-        operation, so a signal arriving in the middle loses nothing (a batch whose send it cut
-        short is sent again at the end, and the store skips the steps it has)."""
-        if not self._names:
-            self._names = tuple(metrics)
-        row = (step, time.time_ns() // 1_000_000, tuple(metrics.values()))
+    def epoch(self, step: int, runs: Sequence[str], values: Sequence[tuple[float, ...]]) -> None:
+        """Queue one epoch of each of `runs`, its metrics' values in `names` order. Each run's
+        change is one list operation, so a signal arriving in the middle loses nothing (a batch
+        whose send it cut short is sent again at the end, and the store skips steps it has)."""
+        timestamp = time.time_ns() // 1_000_000
         if step % self.every_n:
-            self._skipped = row
+            for run, row in zip(runs, values, strict=True):
+                self._skipped[run] = (step, timestamp, row)
             return
-        self._rows.append(row)
-        if len(self._rows) >= self.tracker.batch_limit:
+        for run, row in zip(runs, values, strict=True):
+            self._rows[run].append((step, timestamp, row))
+        self._pending += len(runs)
+        limit = max(self.tracker.batch_limit, MIN_ROWS_A_RUN * len(self._rows))
+        if self._pending >= limit:
             self._send()  # waits while the queue holds a batch: the store is behind
         elif time.monotonic() >= self._due and not self.tracker.busy:
             self._send()
+
+    def finish(
+        self,
+        run: str,
+        outcome: Outcome,
+        metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
+        files: list[Artifact] | None = None,
+        report: Task | None = None,
+        model: dict[str, float] | None = None,
+    ) -> Future[Reply]:
+        """Send the epochs left (the run's last one always), then end the run, however it
+        went."""
+        skipped, rows = self._skipped.pop(run, None), self._rows[run]
+        if skipped is not None and (not rows or rows[-1] < skipped):
+            rows.append(skipped)
+            self._pending += 1
+        if self._pending:
+            self._send(check=False)
+        request = FinishRun(run, outcome, dict(metrics or {}), dict(tags or {}),
+                            list(files or []), report, model)  # fmt: skip
+        return self.tracker.submit(request)
+
+    def _send(self, check: bool = True) -> None:
+        """Queue the batch; first raise what kept a run or the last batch out of the store,
+        which stops training (the runs then end FAILED with that error)."""
+        if check:
+            for future in (*self._started.values(), self._sent):
+                if future is not None and future.done():
+                    reply_of(future, Started if future is not self._sent else Stored)
+        batches = [EpochBatch(run, self.names, rows) for run, rows in self._rows.items() if rows]
+        self._sent = self.tracker.submit(Epochs(batches))
+        self._rows = {run: [] for run in self._rows}
+        self._pending = 0
+        self._due = time.monotonic() + self.interval
+
+
+class RunStream:
+    """One run's epochs on their way to the store: a group of one."""
+
+    def __init__(self, group: RunGroup, run: str) -> None:
+        self.group, self.run = group, run
+
+    def started(self) -> Started:
+        return self.group.started(self.run)
+
+    def epoch(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Queue an epoch's metrics (the same names every epoch)."""
+        if not self.group.names:
+            self.group.names = tuple(metrics)
+        self.group.epoch(step, (self.run,), (tuple(metrics.values()),))
 
     def finish(
         self,
@@ -184,24 +249,10 @@ class RunStream:
         model: dict[str, float] | None = None,
     ) -> Future[Reply]:
         """Send the epochs left (the last one always), then end the run, however it went."""
-        if self._skipped is not None and (not self._rows or self._rows[-1] < self._skipped):
-            self._rows.append(self._skipped)
-        if self._rows:
-            self._send(check=False)
-        request = FinishRun(self.run, outcome, dict(metrics or {}), dict(tags or {}),
-                            list(files or []), report, model)  # fmt: skip
-        return self.tracker.submit(request)
+        return self.group.finish(self.run, outcome, metrics, tags, files, report, model)
 
-    def _send(self, check: bool = True) -> None:
-        """Queue the batch; first raise what kept the run or the last batch out of the store,
-        which stops training (the run then ends FAILED with that error)."""
-        for future in (self._started, self._sent) if check else ():
-            if future is not None and future.done():
-                reply_of(future, Started if future is self._started else Stored)
-        batch = EpochBatch(self.run, self._names, self._rows[:])
-        self._sent = self.tracker.submit(Epochs([batch]))
-        self._rows = []
-        self._due = time.monotonic() + self.interval
+    def _send(self) -> None:
+        self.group._send()
 
 
 def finished(future: Future[Reply], timeout: float | None = None) -> Finished:

@@ -1,0 +1,332 @@
+"""Many jobs as one program: what job.run does for one job, for a group of them.
+
+`run_batch(entries, tracker)` takes jobs as job.run does (a composed config and a Job each),
+groups those whose tensors share shapes (data.num_data, trainer.batch_size, the device; and
+how they log) and trains each group as one batched program (train_batched.py). Every config is
+still its own MLflow run: its params, tags, dataset and config hash, its epochs streamed (every
+run's together, RunGroup), its outcome, metrics, model and pictures. A config that diverges
+stops at that epoch while the others go on. Jobs that train_batched cannot run (a loss or
+optimizer of your own) run one by one through job.run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from linreg_exp import job as one
+from linreg_exp import signals
+from linreg_exp.data import Dataset, make_dataset
+from linreg_exp.history import History
+from linreg_exp.jobspec import Job, JobResult, objective
+from linreg_exp.schema import DataConfig
+from linreg_exp.tracking.messages import Task, describe_error
+from linreg_exp.tracking.recorder import RunGroup, Tracker
+from linreg_exp.train import resolve_device, set_cpu_threads
+from linreg_exp.train_batched import LOSSES, OPTIMIZERS, Batch, Member, diverged
+from linreg_exp.vocab import Metric, Outcome, Tag
+
+log = logging.getLogger(__name__)
+
+SAMPLE_SIZE = 512  # epochs a config's trajectory keeps (its pictures draw no more)
+NAMES = (Metric.LOSS, Metric.WEIGHT, Metric.BIAS)  # what train_batched.Batch.step returns
+
+
+def run_batch(
+    entries: list[tuple[DictConfig, Job]], tracker: Tracker
+) -> list[JobResult | Exception]:
+    """Each job's result, in order; an Exception for a job that failed, as Hydra records it."""
+    results: list[JobResult | Exception | None] = [None] * len(entries)
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    alone = []
+    for index, (cfg, _) in enumerate(entries):
+        if cfg.loss._target_ in LOSSES and cfg.optimizer._target_ in OPTIMIZERS:
+            groups.setdefault(shape_of(cfg), []).append(index)
+        else:
+            alone.append(index)
+    if len(groups) > 1 or alone:
+        log.info(
+            "%d jobs in %d programs: jobs of another data.num_data, trainer.batch_size, "
+            "device or logging train apart%s",
+            len(entries),
+            len(groups) + len(alone),
+            f"; {len(alone)} with a loss or optimizer of their own, one by one" if alone else "",
+        )
+    for indices in groups.values():
+        group = [entries[i] for i in indices]
+        for index, result in zip(indices, run_group(group, tracker), strict=True):
+            results[index] = result
+    for index in alone:
+        try:
+            results[index] = one.run(*entries[index], tracker)
+        except Exception as error:
+            results[index] = error
+    return [result for result in results if result is not None]
+
+
+def shape_of(cfg: DictConfig) -> tuple[Any, ...]:
+    """What the configs of one program share: their tensors' shapes, and how they log."""
+    trainer = cfg.trainer
+    return (
+        cfg.data.num_data,
+        trainer.batch_size,
+        cfg.device.name,
+        trainer.log_every_n_epochs,
+        cfg.mlflow.log_every_seconds,
+    )
+
+
+@dataclass
+class _Config:
+    """One config of a group, from its start to its end."""
+
+    index: int  # its place in the group
+    cfg: DictConfig
+    job: Job
+    key: str  # its run's key in the group
+    outcome: Outcome | None = None
+    diverged_at: int | None = None
+    divergence: str | None = None
+    finished: bool = False
+    result: JobResult | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_group(entries: list[tuple[DictConfig, Job]], tracker: Tracker) -> list[JobResult]:
+    """One program for configs of the same shapes (shape_of)."""
+    first = entries[0][0]
+    device = resolve_device(first.device.name)
+    set_cpu_threads(first.data.num_data * len(entries))
+    opened = tracker.opened()  # else TrackingError, before any run exists
+    requests = [
+        one.start_request(cfg, job, str(device), tracker.tracking_uri) for cfg, job in entries
+    ]
+    runs = tracker.start_runs(
+        requests, first.trainer.log_every_n_epochs, first.mlflow.log_every_seconds
+    )
+    runs.names = NAMES
+    configs = [
+        _Config(index, cfg, job, request.run)
+        for index, ((cfg, job), request) in enumerate(zip(entries, requests, strict=True))
+    ]
+    if opened.resumed:
+        for config in configs:
+            if (kept := runs.started(config.key)).kept is not None:
+                log.info(
+                    "job %s skipped: FINISHED before as run %s", config.job.number, kept.run_id
+                )
+                value = objective(
+                    Outcome.COMPLETED,
+                    kept.kept,
+                    config.cfg.sweep.objective,
+                    config.cfg.sweep.direction,
+                )
+                config.result = JobResult(Outcome.COMPLETED, kept.run_id, kept.kept, value, True)
+                config.finished = True
+    live = [config for config in configs if not config.finished]
+    for index, config in enumerate(live):
+        config.index = index  # its place in the program
+    if live:
+        _Training(live, runs, device, tracker, opened.experiment_id).run()
+    return [cast(JobResult, config.result) for config in configs]
+
+
+class _Training:
+    """A group's configs trained together, each finished (its run ended) when it is done."""
+
+    def __init__(
+        self,
+        configs: list[_Config],
+        runs: RunGroup,
+        device: torch.device,
+        tracker: Tracker,
+        experiment_id: str,
+    ) -> None:
+        self.configs, self.runs, self.device = configs, runs, device
+        self.tracker, self.experiment_id = tracker, experiment_id
+        self.history = _Trajectories(len(configs), SAMPLE_SIZE)
+        self.started = time.perf_counter()
+        self.batch: Batch | None = None
+
+    def run(self) -> None:
+        try:
+            self.batch = Batch(
+                [member_of(c.cfg) for c in self.configs],
+                self.configs[0].cfg.trainer.batch_size,
+                self.device,
+            )
+            self._train(self.batch)
+        except KeyboardInterrupt as stop:  # every run ends, each with the epochs it had
+            done = sum(c.outcome is not None for c in self.configs)
+            print(
+                f"\nlinreg_exp: interrupted after {self.history.epochs} epochs "
+                f"({done} of {len(self.configs)} configs done)",
+                file=sys.stderr,
+            )
+            for config in self.configs:
+                self._finish(
+                    config,
+                    config.outcome or Outcome.INTERRUPTED,
+                    {Tag.STOPPED_BY: signals.describe(stop)},
+                )
+            raise
+        except Exception as error:
+            for config in self.configs:
+                self._finish(config, Outcome.ERROR, {Tag.ERROR: describe_error(error)})
+            raise
+        for config in self.configs:
+            self._finish(config, cast(Outcome, config.outcome))
+
+    def _train(self, batch: Batch) -> None:
+        configs, n = self.configs, len(self.configs)
+        limits = torch.tensor([c.cfg.trainer.epochs for c in configs])
+        factors = torch.tensor([c.cfg.trainer.divergence_factor for c in configs])
+        active = torch.ones(n, dtype=torch.bool)
+        first: torch.Tensor | None = None
+        keys = [c.key for c in configs]
+        for epoch in range(int(limits.max())):
+            values = batch.step(active)
+            loss = values[Metric.LOSS]
+            first = loss.clone() if first is None else first
+            blown = active & diverged(first, loss, factors)
+            stacked = torch.stack([values[name] for name in NAMES], dim=1)  # [N, 3]
+            moving = active.nonzero().view(-1).tolist()
+            rows = stacked.tolist()
+            self.runs.epoch(epoch, [keys[i] for i in moving], [tuple(rows[i]) for i in moving])
+            self.history.record(epoch, stacked, active)
+            for i in blown.nonzero().view(-1).tolist():
+                config = configs[i]
+                config.outcome, config.diverged_at = Outcome.DIVERGED, epoch
+                value, start = float(loss[i]), float(first[i])
+                config.divergence = (
+                    f"loss became non-finite at epoch {epoch}"
+                    if not math.isfinite(value)
+                    else f"loss {value:.4g} at epoch {epoch} exceeds "
+                    f"{float(factors[i]):g} x the first epoch's {start:.4g}"
+                )
+            done = active & ~blown & (epoch + 1 >= limits)
+            for i in done.nonzero().view(-1).tolist():
+                configs[i].outcome = Outcome.COMPLETED
+            active &= ~blown & ~done
+            if not bool(active.any()):
+                break
+
+    def _finish(
+        self, config: _Config, outcome: Outcome, tags: dict[str, str] | None = None
+    ) -> None:
+        """End the config's run with what it has: metrics, tags, model and pictures."""
+        if config.finished:
+            return
+        config.finished = True
+        index = config.index
+        history = self.history.of(index, outcome, config)
+        tags = {Tag.TRAIN_STEP: "batched", **(tags or {})}
+        if outcome is Outcome.DIVERGED:
+            tags[Tag.DIVERGED_AT_EPOCH] = str(config.diverged_at)
+            tags[Tag.FAILURE] = f"diverged: {config.divergence}"
+        metrics: dict[str, float] = {}
+        pictures, line = None, None
+        if self.batch is not None and outcome in (Outcome.COMPLETED, Outcome.DIVERGED):
+            data = Dataset(self.batch.x[index].cpu(), self.batch.y[index].cpu())
+            cfg = config.cfg
+            reference = one.compute_reference(data, cfg.data, cfg.loss, one.build_loss(cfg.loss))
+            held_out = make_dataset(cast(DataConfig, cfg.data), cfg.seed, held_out=True)
+            metrics = one.final_metrics(history, reference, cfg.loss.name, held_out)
+            metrics["train_seconds"] = time.perf_counter() - self.started
+            if cfg.plots.enabled and history.epochs_done:
+                config.job.output_dir.mkdir(parents=True, exist_ok=True)
+                pictures = Task(
+                    "linreg_exp.report.pictures:draw",
+                    one.run_pictures(cfg, config.job, data, history, reference),
+                )
+            if outcome is Outcome.COMPLETED:
+                line = {"weight": metrics[Metric.FINAL_WEIGHT], "bias": metrics[Metric.FINAL_BIAS]}
+            config.extra["reference"] = reference
+        self.runs.finish(config.key, outcome, metrics, tags, [], pictures, line)
+        value = objective(outcome, metrics, config.cfg.sweep.objective, config.cfg.sweep.direction)
+        config.result = JobResult(outcome, self.runs.started(config.key).run_id, metrics, value)
+        if "reference" in config.extra:
+            one.tell(
+                config.cfg,
+                config.job,
+                history,
+                config.extra["reference"],
+                config.result,
+                self.tracker.tracking_uri,
+                self.experiment_id,
+            )
+
+
+class _Trajectories:
+    """Every config's trajectory, sampled as history.History samples one (the stride doubles
+    as the sample fills), in one [N, capacity, metrics] tensor: bounded memory, however many
+    configs and epochs. All configs train from epoch 0, so they share the sampled epochs."""
+
+    def __init__(self, n: int, capacity: int) -> None:
+        self.capacity, self.stride, self.epochs = capacity, 1, 0
+        self.sampled: list[int] = []  # the sampled epochs
+        self.values = torch.empty(n, capacity, len(NAMES))
+        self.last = torch.full((n, len(NAMES)), math.nan)
+        self.last_epoch = torch.full((n,), -1, dtype=torch.long)
+
+    def record(self, epoch: int, stacked: torch.Tensor, active: torch.Tensor) -> None:
+        self.epochs = epoch + 1
+        self.last[active] = stacked[active]
+        self.last_epoch[active] = epoch
+        if epoch % self.stride:
+            return
+        self.values[:, len(self.sampled)] = stacked
+        self.sampled.append(epoch)
+        if len(self.sampled) >= self.capacity:  # keep every other point, the first always
+            kept = self.values[:, 0 : len(self.sampled) : 2].clone()
+            self.values[:, : kept.shape[1]] = kept
+            self.sampled = self.sampled[::2]
+            self.stride *= 2
+
+    def of(self, index: int, outcome: Outcome, config: _Config) -> History:
+        """One config's History: its sampled epochs up to its last, and its last."""
+        last_epoch = int(self.last_epoch[index])
+        history = History(
+            step="batched",
+            names=NAMES,
+            stride=self.stride,
+            outcome=outcome,
+            diverged_at_epoch=config.diverged_at,
+            divergence=config.divergence,
+        )
+        if last_epoch < 0:
+            return history
+        count = sum(1 for e in self.sampled if e <= last_epoch)
+        rows = self.values[index, :count].tolist()
+        history.sample = [
+            (epoch, tuple(row)) for epoch, row in zip(self.sampled, rows, strict=False)
+        ]
+        history.last = (last_epoch, tuple(self.last[index].tolist()))
+        return history
+
+
+def member_of(cfg: DictConfig) -> Member:
+    """A config's settings as train_batched reads them."""
+    optimizer = cfg.optimizer
+    return Member(
+        data=DataConfig(**cast(dict[str, Any], OmegaConf.to_container(cfg.data))),
+        seed=cfg.seed,
+        loss=cfg.loss._target_,
+        optimizer=optimizer._target_,
+        lr=optimizer.lr,
+        delta=cfg.loss.get("delta", 1.0),
+        momentum=optimizer.get("momentum", 0.0),
+        dampening=optimizer.get("dampening", 0.0),
+        weight_decay=optimizer.get("weight_decay", 0.0),
+        nesterov=optimizer.get("nesterov", False),
+        betas=tuple(optimizer.get("betas", (0.9, 0.999))),  # type: ignore[arg-type]
+        eps=optimizer.get("eps", 1e-8),
+        amsgrad=optimizer.get("amsgrad", False),
+    )

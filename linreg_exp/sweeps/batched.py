@@ -1,0 +1,151 @@
+"""The batched launcher's work (hydra_plugins/linreg_exp_batched is where Hydra finds it): a
+sweep's jobs composed, checked and trained as one program (batch.py), in the launching process.
+
+Composing is Hydra's: each distinct choice of config groups (`loss=mse optimizer=adam`) is
+composed once, by Hydra's config loader, as any launcher composes a job; each job's other
+overrides (`optimizer.lr=0.01 seed=3`) are then applied to a copy of it, the way Hydra applies
+overrides to a composed config, and the result is checked as a run checks its config. A job
+whose overrides Hydra or the schema rejects is a failed job; the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import HydraException
+from hydra.types import HydraContext
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from linreg_exp.errors import LinregError
+from linreg_exp.jobspec import Job
+from linreg_exp.schema import validate
+from linreg_exp.sweeps import naming
+from linreg_exp.sweeps.callback import LaunchCallback
+from linreg_exp.sweeps.jobs import reproduce_command
+from linreg_exp.sweeps.launch import LaunchInfo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Composed:
+    cfg: DictConfig  # the job's config, without Hydra's node
+    job: Job
+
+
+def launch(
+    config: DictConfig,
+    hydra_context: HydraContext,
+    job_overrides: Sequence[Sequence[str]],
+    initial_job_idx: int,
+) -> list[JobReturn]:
+    """Run the jobs; their JobReturns, for the sweeper (its objective, or the job's error)."""
+    from linreg_exp.batch import run_batch  # torch
+
+    launch_ = LaunchCallback.launch_in(hydra_context)
+    log.info("Launching %d jobs as one program (hydra/launcher=batched)", len(job_overrides))
+    jobs = compose(config, hydra_context, job_overrides, initial_job_idx, launch_.info)
+    entries = [(item.cfg, item.job) for item in jobs if isinstance(item, Composed)]
+    results = iter(run_batch(entries, launch_.tracker))
+    launch_.announce()
+    returns = []
+    for overrides, item in zip(job_overrides, jobs, strict=True):
+        outcome: Any = next(results) if isinstance(item, Composed) else item
+        ret = JobReturn(overrides=list(overrides), task_name=str(config.hydra.job.name),
+                        working_dir=os.getcwd())  # fmt: skip
+        if isinstance(outcome, BaseException):
+            ret.status, ret.return_value = JobStatus.FAILED, outcome
+        else:
+            ret.status, ret.return_value = JobStatus.COMPLETED, outcome.objective
+        returns.append(ret)
+    return returns
+
+
+def compose(
+    config: DictConfig,
+    hydra_context: HydraContext,
+    job_overrides: Sequence[Sequence[str]],
+    initial_job_idx: int,
+    info: LaunchInfo,
+) -> list[Composed | Exception]:
+    """Each job's config and description (or why it is rejected), composing once per choice of
+    config groups."""
+    groups = set(config.hydra.runtime.choices)
+    parser = OverridesParser.create()
+    bases: dict[tuple[str, ...], DictConfig] = {}
+    composed: list[Composed | Exception] = []
+    for offset, overrides in enumerate(job_overrides):
+        number = initial_job_idx + offset
+        try:
+            parsed = parser.parse_overrides(list(overrides))
+            choice = tuple(str(o.input_line) for o in parsed if _is_group(o, groups))
+            if choice not in bases:
+                bases[choice] = hydra_context.config_loader.load_sweep_config(config, list(choice))
+            base = bases[choice]
+            cfg = OmegaConf.masked_copy(base, [str(k) for k in base if k != "hydra"])
+            for override in parsed:
+                if not _is_group(override, groups):
+                    _apply(cfg, override)
+            validate(cfg)
+        except (HydraException, OmegaConfBaseException, LinregError) as error:
+            log.error("job %s rejected: %s", number, error)
+            composed.append(error)
+            continue
+        composed.append(Composed(cfg, _describe(base, cfg, list(overrides), number, info)))
+    return composed
+
+
+def _is_group(override: Override, groups: set[str]) -> bool:
+    """`loss=mse`, `+experiment=fast`, `hydra/launcher=...`: a choice of config group."""
+    key = override.key_or_group
+    return key in groups or "/" in key
+
+
+def _apply(cfg: DictConfig, override: Override) -> None:
+    """A value override on a composed config, with Hydra's rules: `key=v` changes a key that
+    exists (its type checked by the schema), `+key=v` adds one, `++key=v` either, `~key` drops."""
+    key = override.key_or_group
+    exists = OmegaConf.select(cfg, key, default=_ABSENT) is not _ABSENT
+    if override.is_delete():
+        parent, _, leaf = key.rpartition(".")
+        with open_dict(cfg):
+            del (OmegaConf.select(cfg, parent) if parent else cfg)[leaf]
+    elif override.is_add() and exists:
+        raise ConfigKeyError(f"Could not append to config. An item is already at '{key}'")
+    elif override.is_add() or override.is_force_add():
+        OmegaConf.update(cfg, key, override.value(), merge=True, force_add=True)
+    elif not exists:
+        raise ConfigKeyError(f"Key '{key}' is not in the config: add it with +{key}=...")
+    else:
+        OmegaConf.update(cfg, key, override.value(), merge=True)
+
+
+_ABSENT = object()
+
+
+def _describe(
+    base: DictConfig, cfg: DictConfig, overrides: list[str], number: int, info: LaunchInfo
+) -> Job:
+    """The job's description, as sweeps/jobs.py gives one to a job Hydra runs."""
+    hydra = base.hydra
+    with read_write(hydra), open_dict(hydra):
+        hydra.job.num = hydra.job.id = number  # what the sweep subdir names: ${hydra.job.num}
+        subdir = str(OmegaConf.select(base, "hydra.sweep.subdir"))
+    return Job(
+        output_dir=(Path(str(hydra.sweep.dir)) / subdir).resolve(),
+        tracking_uri=info.tracking_uri,
+        number=number,
+        overrides=tuple(overrides),
+        run_name=cfg.mlflow.run_name or naming.job_name(overrides, info.swept),
+        command=reproduce_command(hydra, overrides),
+        data_option=str(hydra.runtime.choices.get("data", "data")),
+    )
