@@ -147,3 +147,21 @@ def test_a_missing_extra_is_named_in_one_line(
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and "pip install 'linreg_exp[sweep]'" in lines[0]
+
+
+def test_the_batched_launcher_is_found_in_the_wheel(installed: Path, tmp_path: Path) -> None:
+    """Hydra finds hydra/launcher=batched where it finds plugins, in the installed wheel."""
+    args = ["-m", "hydra/launcher=batched", "optimizer.lr=0.01,0.02", "trainer.epochs=5",
+            "plots.enabled=false"]  # fmt: skip
+    env = cli_env(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    result = subprocess.run(
+        [str(installed), "-m", "linreg_exp", *args, f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("linreg").experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 2 and {r.data.tags["linreg.train_step"] for r in children} == {
+        "batched"
+    }

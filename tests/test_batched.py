@@ -1,0 +1,187 @@
+"""Batched sweeps: a grid trained as one program gives each config exactly what train.fit and
+the basic launcher give it, and each config is still its own run."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+from torch import nn
+
+from linreg_exp.data import make_dataset
+from linreg_exp.schema import DataConfig
+from linreg_exp.train import fit
+from linreg_exp.train_batched import Batch, Member
+from tests.conftest import run_cli
+from tests.test_sweeps import points, sweep_runs
+
+LOSSES = {"torch.nn.L1Loss": nn.L1Loss, "torch.nn.MSELoss": nn.MSELoss,
+          "torch.nn.HuberLoss": nn.HuberLoss}  # fmt: skip
+
+
+def fit_one(member: Member, epochs: int, batch_size: int | None) -> dict[str, float]:
+    """What train.fit gives this config: its last epoch."""
+    loss = LOSSES[member.loss](**({"delta": member.delta} if "Huber" in member.loss else {}))
+    if member.optimizer == "torch.optim.SGD":
+        optimizer = functools.partial(
+            torch.optim.SGD, lr=member.lr, momentum=member.momentum, dampening=member.dampening,
+            weight_decay=member.weight_decay, nesterov=member.nesterov,
+        )  # fmt: skip
+    else:
+        optimizer = functools.partial(
+            torch.optim.Adam, lr=member.lr, betas=member.betas, eps=member.eps,
+            weight_decay=member.weight_decay, amsgrad=member.amsgrad,
+        )  # fmt: skip
+    data = make_dataset(member.data, member.seed)
+    *_, last = fit(data, loss, optimizer, epochs, batch_size, member.seed)
+    return last
+
+
+MEMBERS = [
+    Member(DataConfig(num_data=300), seed, loss, optimizer, lr)
+    for loss, optimizer, lr, seed in itertools.product(
+        LOSSES, ("torch.optim.SGD", "torch.optim.Adam"), (0.005, 0.02), (0, 1)
+    )
+] + [
+    Member(DataConfig(num_data=300, noise_std=2.0), 0, "torch.nn.MSELoss", "torch.optim.SGD",
+           0.01, momentum=0.9, nesterov=True, weight_decay=0.01),
+    Member(DataConfig(num_data=300), 2, "torch.nn.L1Loss", "torch.optim.SGD", 0.01,
+           momentum=0.5, dampening=0.1),
+    Member(DataConfig(num_data=300, x_min=-3.0), 1, "torch.nn.HuberLoss", "torch.optim.Adam",
+           0.05, delta=2.0, amsgrad=True, weight_decay=0.01, betas=(0.8, 0.99)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("batch_size", "epochs"), [(None, 150), (64, 4)])
+def test_one_program_gives_every_config_what_train_fit_gives_it(
+    batch_size: int | None, epochs: int
+) -> None:
+    batch = Batch(MEMBERS, batch_size, torch.device("cpu"))
+    active = torch.ones(len(MEMBERS), dtype=torch.bool)
+    for _ in range(epochs):
+        last = batch.step(active)
+    for index, member in enumerate(MEMBERS):
+        expected = fit_one(member, epochs, batch_size)
+        got = {name: float(values[index]) for name, values in last.items()}
+        assert got == expected, member  # bit for bit
+
+
+def test_a_config_that_is_done_stops_moving() -> None:
+    batch = Batch(MEMBERS[:2], None, torch.device("cpu"))
+    batch.step(torch.tensor([True, True]))
+    before = float(batch.weight[0])
+    batch.step(torch.tensor([False, True]))
+    assert float(batch.weight[0]) == before and batch.epochs_done == 2
+
+
+@pytest.mark.slow
+def test_the_batched_and_basic_launchers_agree_config_by_config(tmp_path: Path) -> None:
+    grid = ["-m", "optimizer.lr=0.005,0.02", "loss=l1,huber", "optimizer=sgd,adam",
+            "trainer.epochs=100", "plots.enabled=false"]  # fmt: skip
+    basic, batched = f"sqlite:///{tmp_path / 'basic.db'}", f"sqlite:///{tmp_path / 'batched.db'}"
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    assert run_cli(grid, tmp_path / "a", basic).returncode == 0
+    result = run_cli([*grid, "hydra/launcher=batched"], tmp_path / "b", batched)
+    assert result.returncode == 0, result.stderr
+    assert "as one program" in result.stdout + result.stderr
+    parent, children = sweep_runs(batched)
+    assert parent.info.status == "FINISHED" and len(children) == 8
+    assert parent.data.metrics["jobs_finished"] == 8
+    _, reference = sweep_runs(basic)
+    ours = {c.data.tags["linreg.overrides"]: c for c in children}
+    theirs = {c.data.tags["linreg.overrides"]: c for c in reference}
+    assert ours.keys() == theirs.keys()
+    for overrides, run in ours.items():
+        other = theirs[overrides]
+        assert run.data.tags["linreg.train_step"] == "batched"
+        assert run.info.run_name == other.info.run_name
+        for metric in ("final_weight", "final_bias", "final_loss", "val_mse", "ols_weight"):
+            assert run.data.metrics[metric] == pytest.approx(other.data.metrics[metric], abs=1e-5)
+        assert points(batched, run, "loss") == 100
+        assert run.outputs.model_outputs  # its model, as any run's
+
+
+@pytest.mark.slow
+def test_a_config_that_diverges_stops_there_and_the_others_go_on(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["-m", "hydra/launcher=batched", "loss=mse", "optimizer.lr=0.01,0.03,0.5",
+            "trainer.epochs=100", "plots.enabled=false"]  # fmt: skip
+    result = run_cli(args, tmp_path, store)
+    assert result.returncode == 0, result.stderr
+    parent, children = sweep_runs(store)
+    by_lr = {c.data.params["optimizer.lr"]: c for c in children}
+    assert by_lr["0.01"].info.status == "FINISHED" and points(store, by_lr["0.01"], "loss") == 100
+    for lr in ("0.03", "0.5"):
+        diverged = by_lr[lr]
+        assert diverged.info.status == "FAILED"
+        assert diverged.data.tags["linreg.outcome"] == "diverged"
+        epoch = int(diverged.data.tags["linreg.diverged_at_epoch"])
+        assert (
+            points(store, diverged, "loss") == epoch + 1
+            and "final_loss" not in diverged.data.metrics
+        )
+    assert parent.data.metrics["jobs_diverged"] == 2 and parent.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_configs_of_other_shapes_train_apart_and_a_batched_sweep_resumes(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["-m", "hydra/launcher=batched", "data.num_data=100,200", "seed=0,1",
+            "loss._target_=torch.nn.L1Loss,torch.nn.SmoothL1Loss", "trainer.epochs=30",
+            "plots.enabled=false", f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
+    first = run_cli(args, tmp_path, store)
+    assert first.returncode == 0, first.stderr
+    output = first.stdout + first.stderr
+    assert re.search(r"8 jobs in 6 programs: .*; 4 with a loss or optimizer of their own", output)
+    parent, children = sweep_runs(store)
+    assert len(children) == 8 and all(c.info.status == "FINISHED" for c in children)
+    steps = {c.data.tags["linreg.train_step"] for c in children}
+    assert steps == {"batched", "autograd"}  # SmoothL1Loss: one by one, as job.run trains it
+    again = run_cli(args, tmp_path, store)
+    assert again.returncode == 0, again.stderr
+    assert (again.stdout + again.stderr).count("skipped: FINISHED before") == 8
+    resumed, children_again = sweep_runs(store)
+    assert resumed.info.run_id == parent.info.run_id and len(children_again) == 8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_ends_every_batched_run_killed_with_its_epochs(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    from tests.test_reliability import start_cli, wait_for_running
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["-m", "hydra/launcher=batched", "optimizer.lr=0.01,0.02", "trainer.epochs=100000000",
+            "plots.enabled=false", f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
+    process = start_cli(args, tmp_path, store)
+    wait_for_running(tmp_path / "mlflow.db", process, count=3)  # the parent and both configs
+    client = MlflowClient(store)
+    deadline = time.monotonic() + 60
+    while not all(points(store, c, "loss") > 100 for c in sweep_children(client)):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.2)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, stderr
+    assert "Traceback" not in stderr and "interrupted after" in stderr
+    runs = client.search_runs([client.get_experiment_by_name("linreg").experiment_id])
+    assert {r.info.status for r in runs} == {"KILLED"} and len(runs) == 3
+    for child in sweep_children(client):
+        assert child.data.tags["linreg.stopped_by"] == signal.Signals(signum).name
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "loss")]
+        assert sorted(steps) == list(range(len(steps))) and len(steps) > 100
+
+
+def sweep_children(client: MlflowClient) -> list[Run]:
+    experiment = client.get_experiment_by_name("linreg")
+    runs = client.search_runs([experiment.experiment_id])
+    return [r for r in runs if "mlflow.parentRunId" in r.data.tags]
