@@ -44,7 +44,7 @@ def register_configs() -> None:
     # conf/hydra/sweeper/basic.yaml is checked against Hydra's own schema of that name, which is
     # what it needs; Hydra 1.3 warns of that check as deprecated, and still does it.
     warnings.filterwarnings(
-        "ignore", "'hydra/sweeper/basic' is validated against ConfigStore schema", UserWarning
+        "ignore", r"\s*'hydra/sweeper/basic' is validated against ConfigStore", UserWarning
     )
 
 

@@ -11,10 +11,13 @@ optimizer of your own) run one by one through job.run.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import sys
 import time
+from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -27,7 +30,7 @@ from linreg_exp.data import Dataset, make_dataset
 from linreg_exp.history import History
 from linreg_exp.jobspec import Job, JobResult, objective
 from linreg_exp.schema import DataConfig
-from linreg_exp.tracking.messages import Task, describe_error
+from linreg_exp.tracking.messages import Reply, Task, describe_error
 from linreg_exp.tracking.recorder import RunGroup, Tracker
 from linreg_exp.train import resolve_device, set_cpu_threads
 from linreg_exp.train_batched import LOSSES, OPTIMIZERS, Batch, Member, diverged
@@ -40,9 +43,12 @@ NAMES = (Metric.LOSS, Metric.WEIGHT, Metric.BIAS)  # what train_batched.Batch.st
 
 
 def run_batch(
-    entries: list[tuple[DictConfig, Job]], tracker: Tracker
+    entries: list[tuple[DictConfig, Job]], trackers: Sequence[Tracker]
 ) -> list[JobResult | Exception]:
-    """Each job's result, in order; an Exception for a job that failed, as Hydra records it."""
+    """Each job's result, in order; an Exception for a job that failed, as Hydra records it.
+
+    The runs are recorded through `trackers`, shared out among them: each is a process writing
+    to the store (the first one the sweep's own), so that they write in parallel."""
     results: list[JobResult | Exception | None] = [None] * len(entries)
     groups: dict[tuple[Any, ...], list[int]] = {}
     alone = []
@@ -61,11 +67,11 @@ def run_batch(
         )
     for indices in groups.values():
         group = [entries[i] for i in indices]
-        for index, result in zip(indices, run_group(group, tracker), strict=True):
+        for index, result in zip(indices, run_group(group, trackers), strict=True):
             results[index] = result
     for index in alone:
         try:
-            results[index] = one.run(*entries[index], tracker)
+            results[index] = one.run(*entries[index], trackers[0])
         except Exception as error:
             results[index] = error
     return [result for result in results if result is not None]
@@ -91,6 +97,7 @@ class _Config:
     cfg: DictConfig
     job: Job
     key: str  # its run's key in the group
+    runs: RunGroup  # the group of runs its run is recorded in (one for each tracker)
     outcome: Outcome | None = None
     diverged_at: int | None = None
     divergence: str | None = None
@@ -99,26 +106,39 @@ class _Config:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def run_group(entries: list[tuple[DictConfig, Job]], tracker: Tracker) -> list[JobResult]:
+def run_group(
+    entries: list[tuple[DictConfig, Job]], trackers: Sequence[Tracker]
+) -> list[JobResult]:
     """One program for configs of the same shapes (shape_of)."""
-    first = entries[0][0]
+    first, tracker = entries[0][0], trackers[0]
     device = resolve_device(first.device.name)
     set_cpu_threads(first.data.num_data * len(entries))
     opened = tracker.opened()  # else TrackingError, before any run exists
+    # no system metrics sampler a run: the group's runs share one machine, and N samplers
     requests = [
-        one.start_request(cfg, job, str(device), tracker.tracking_uri) for cfg, job in entries
+        dataclasses.replace(
+            one.start_request(cfg, job, str(device), tracker.tracking_uri), system_metrics=False
+        )
+        for cfg, job in entries
     ]
-    runs = tracker.start_runs(
-        requests, first.trainer.log_every_n_epochs, first.mlflow.log_every_seconds
-    )
-    runs.names = NAMES
+    started: list[dict[str, Future[Reply]]] = [{} for _ in trackers]
+    for index, request in enumerate(requests):  # in turn, so that every tracker is busy
+        writer = index % len(trackers)
+        started[writer][request.run] = trackers[writer].begin_run(request)
+    groups = []  # the runs, shared out among the trackers
+    for each, theirs in zip(trackers, started, strict=True):
+        group = RunGroup(
+            each, theirs, first.trainer.log_every_n_epochs, first.mlflow.log_every_seconds
+        )
+        group.names = NAMES
+        groups.append(group)
     configs = [
-        _Config(index, cfg, job, request.run)
+        _Config(index, cfg, job, request.run, groups[index % len(groups)])
         for index, ((cfg, job), request) in enumerate(zip(entries, requests, strict=True))
     ]
     if opened.resumed:
         for config in configs:
-            if (kept := runs.started(config.key)).kept is not None:
+            if (kept := config.runs.started(config.key)).kept is not None:
                 log.info(
                     "job %s skipped: FINISHED before as run %s", config.job.number, kept.run_id
                 )
@@ -134,7 +154,7 @@ def run_group(entries: list[tuple[DictConfig, Job]], tracker: Tracker) -> list[J
     for index, config in enumerate(live):
         config.index = index  # its place in the program
     if live:
-        _Training(live, runs, device, tracker, opened.experiment_id).run()
+        _Training(live, device, tracker, opened.experiment_id).run()
     return [cast(JobResult, config.result) for config in configs]
 
 
@@ -142,14 +162,9 @@ class _Training:
     """A group's configs trained together, each finished (its run ended) when it is done."""
 
     def __init__(
-        self,
-        configs: list[_Config],
-        runs: RunGroup,
-        device: torch.device,
-        tracker: Tracker,
-        experiment_id: str,
+        self, configs: list[_Config], device: torch.device, tracker: Tracker, experiment_id: str
     ) -> None:
-        self.configs, self.runs, self.device = configs, runs, device
+        self.configs, self.device = configs, device
         self.tracker, self.experiment_id = tracker, experiment_id
         self.history = _Trajectories(len(configs), SAMPLE_SIZE)
         self.started = time.perf_counter()
@@ -199,7 +214,14 @@ class _Training:
             stacked = torch.stack([values[name] for name in NAMES], dim=1)  # [N, 3]
             moving = active.nonzero().view(-1).tolist()
             rows = stacked.tolist()
-            self.runs.epoch(epoch, [keys[i] for i in moving], [tuple(rows[i]) for i in moving])
+            streams: dict[int, tuple[RunGroup, list[str], list[tuple[float, ...]]]] = {}
+            for i in moving:
+                group = configs[i].runs
+                _, their_keys, their_rows = streams.setdefault(id(group), (group, [], []))
+                their_keys.append(keys[i])
+                their_rows.append(tuple(rows[i]))
+            for group, their_keys, their_rows in streams.values():
+                group.epoch(epoch, their_keys, their_rows)
             self.history.record(epoch, stacked, active)
             for i in blown.nonzero().view(-1).tolist():
                 config = configs[i]
@@ -249,9 +271,10 @@ class _Training:
             if outcome is Outcome.COMPLETED:
                 line = {"weight": metrics[Metric.FINAL_WEIGHT], "bias": metrics[Metric.FINAL_BIAS]}
             config.extra["reference"] = reference
-        self.runs.finish(config.key, outcome, metrics, tags, [], pictures, line)
+        config.runs.finish(config.key, outcome, metrics, tags, [], pictures, line)
         value = objective(outcome, metrics, config.cfg.sweep.objective, config.cfg.sweep.direction)
-        config.result = JobResult(outcome, self.runs.started(config.key).run_id, metrics, value)
+        run_id = config.runs.started(config.key).run_id
+        config.result = JobResult(outcome, run_id, metrics, value)
         if "reference" in config.extra:
             one.tell(
                 config.cfg,

@@ -37,7 +37,8 @@ class BatchedLauncher(Launcher):
         from linreg_exp.sweeps.batched import launch  # torch: only when such a sweep runs
 
         assert self.config is not None and self.hydra_context is not None
-        return launch(self.config, self.hydra_context, job_overrides, initial_job_idx)
+        writers = int(self.params.get("writers", 2))
+        return launch(self.config, self.hydra_context, job_overrides, initial_job_idx, writers)
 
 
 class BasicSweeper(basic_sweeper.BasicSweeper):

@@ -32,6 +32,7 @@ from linreg_exp.sweeps import naming
 from linreg_exp.sweeps.callback import LaunchCallback
 from linreg_exp.sweeps.jobs import reproduce_command
 from linreg_exp.sweeps.launch import LaunchInfo
+from linreg_exp.sweeps.trackers import writers as trackers_for_batch
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +48,22 @@ def launch(
     hydra_context: HydraContext,
     job_overrides: Sequence[Sequence[str]],
     initial_job_idx: int,
+    writers: int = 2,
 ) -> list[JobReturn]:
-    """Run the jobs; their JobReturns, for the sweeper (its objective, or the job's error)."""
-    from linreg_exp.batch import run_batch  # torch
-
+    """Run the jobs; their JobReturns, for the sweeper (its objective, or the job's error).
+    `writers`: processes that record the runs, in parallel."""
     launch_ = LaunchCallback.launch_in(hydra_context)
     log.info("Launching %d jobs as one program (hydra/launcher=batched)", len(job_overrides))
-    jobs = compose(config, hydra_context, job_overrides, initial_job_idx, launch_.info)
-    entries = [(item.cfg, item.job) for item in jobs if isinstance(item, Composed)]
-    results = iter(run_batch(entries, launch_.tracker))
-    launch_.announce()
+    trackers = trackers_for_batch(launch_, max(1, writers))  # they start while jobs compose
+    try:
+        jobs = compose(config, hydra_context, job_overrides, initial_job_idx, launch_.info)
+        entries = [(item.cfg, item.job) for item in jobs if isinstance(item, Composed)]
+        from linreg_exp.batch import run_batch  # torch
+
+        results = iter(run_batch(entries, trackers))
+    finally:
+        for extra in trackers[1:]:  # waits until their runs are stored
+            extra.close()
     returns = []
     for overrides, item in zip(job_overrides, jobs, strict=True):
         outcome: Any = next(results) if isinstance(item, Composed) else item

@@ -51,8 +51,10 @@ class LaunchInfo:
 
 
 def jobs_of(launcher: str) -> Jobs:
-    """Where a launcher runs the jobs: in this process, in its workers, or on a scheduler."""
-    if launcher == BASIC_LAUNCHER or launcher.startswith("linreg_exp."):
+    """Where a launcher runs the jobs: in this process, in its workers, or on a scheduler. The
+    batched launcher counts as workers: it runs its jobs here, but records them through helper
+    processes of its own, on a parent run that exists before it starts."""
+    if launcher == BASIC_LAUNCHER:
         return "here"
     return "scheduler" if "submitit" in launcher else "workers"
 

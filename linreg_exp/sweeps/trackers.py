@@ -10,6 +10,15 @@ from linreg_exp.tracking.messages import Open
 from linreg_exp.tracking.recorder import Tracker
 
 
+def writers(launch: Launch, count: int) -> list[Tracker]:
+    """`count` trackers to record a batch of jobs run in this process (the batched launcher's):
+    the launch's own and `count - 1` helper processes on the sweep's parent run, so that the
+    batch's runs are written to the store in parallel (the store's work is the batch's floor)."""
+    info = launch.info
+    request = Open(info.tracking_uri, info.experiment_name, parent_run_id=info.parent_run_id)
+    return [launch.tracker, *(tracking.in_helper(request) for _ in range(count - 1))]
+
+
 def tracker_for_job(launch: Launch | None, info: LaunchInfo) -> tuple[Tracker, bool]:
     """The tracker, and whether the job owns it (closes it when it is done)."""
     if launch is not None:

@@ -200,7 +200,9 @@ def _child(client: MlflowClient, run: Run) -> ChildRun:
         status=run.info.status,
         outcome=Outcome.of(run.info.status, run.data.tags.get(Tag.OUTCOME)),
         overrides=run.data.tags.get(Tag.OVERRIDES, ""),
-        loss_curve=_loss_curve(client, run.info.run_id),
+        loss_curve=_loss_curve(client, run.info.run_id)
+        if run.data.params.get("plots.enabled") == "True"  # a curve comes with the pictures
+        else [],
     )
 
 

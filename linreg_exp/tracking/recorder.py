@@ -54,7 +54,8 @@ from linreg_exp.vocab import Outcome
 
 FIRST_BATCH = 1000  # epochs in a batch until the store's rate is known
 SMALLEST_BATCH = 50
-MIN_ROWS_A_RUN = 50  # a batch of many runs: at least this many epochs a run, each run a call
+# A batch of many runs costs a store call a run: at least this many epochs a run, ~1000 points
+MIN_ROWS_A_RUN = 333
 BATCH_SECONDS = 1.0  # a full batch is about this long of the store's time
 CLOSE_WAIT_SECONDS = 120  # logging over HTTP with retries can take this long in the worst case
 
@@ -109,13 +110,19 @@ class Tracker:
         return RunStream(group, request.run)
 
     def start_runs(
-        self, requests: Sequence[StartRun], log_every_n_epochs: int = 1,
+        self,
+        requests: Sequence[StartRun],
+        log_every_n_epochs: int = 1,
         log_every_seconds: float = 1.0,
-    ) -> RunGroup:  # fmt: skip
-        """Create runs whose epochs travel together (a batched sweep's); returns at once."""
-        self.runs_started += len(requests)
-        started = {request.run: self.submit(request) for request in requests}
+    ) -> RunGroup:
+        """Create runs whose epochs travel together; returns at once."""
+        started = {request.run: self.begin_run(request) for request in requests}
         return RunGroup(self, started, log_every_n_epochs, log_every_seconds)
+
+    def begin_run(self, request: StartRun) -> Future[Reply]:
+        """Ask for a run (a RunGroup takes it from there): its Started reply, as a Future."""
+        self.runs_started += 1
+        return self.submit(request)
 
     def close(self, status: str | None = None) -> Closed:
         """End what is left (the sweep's parent, with `status`), stop the worker and transport."""
