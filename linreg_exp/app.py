@@ -9,6 +9,7 @@ traceback only for a bug, or for every error with HYDRA_FULL_ERROR=1.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import io
@@ -19,6 +20,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import hydra
 from hydra.core.config_store import ConfigStore
@@ -91,11 +93,32 @@ class JobRunner:
 
 
 def main() -> None:
-    """Run Hydra; end the process with the code `report` decided, without teardown."""
+    """Run Hydra (or `sync`); end the process with the code `report` decided, without
+    teardown."""
     teardown = startup.TeardownSkipped()  # first: its exit handler runs after all others
     signals.install()
-    teardown.code = run_hydra()
+    teardown.code = run_sync(sys.argv[2:]) if sys.argv[1:2] == ["sync"] else run_hydra()
     sys.exit(teardown.code)
+
+
+def run_sync(argv: list[str]) -> int:
+    """`linreg-exp sync PATH [--to URI]`: deliver the runs spooled under PATH."""
+    parser = argparse.ArgumentParser(
+        prog="linreg-exp sync",
+        description="Deliver runs spooled while their store was down, or run offline "
+        "(mlflow.tracking_uri=offline), to their MLflow runs.",
+    )
+    parser.add_argument("path", type=Path, help="a run's output dir, a sweep dir, or outputs/")
+    parser.add_argument("--to", help="the tracking URI to deliver to (offline runs need one)")
+    args = parser.parse_args(argv)
+    try:
+        from linreg_exp.tracking.sync import sync
+
+        for line in sync(args.path, args.to):
+            print(line)
+    except BaseException as error:
+        return report(error)
+    return 0
 
 
 def run_hydra() -> int:

@@ -179,6 +179,8 @@ class _Training:
             )
             self._train(self.batch)
         except KeyboardInterrupt as stop:  # every run ends, each with the epochs it had
+            for group in {id(c.runs): c.runs for c in self.configs}.values():
+                group.tracker.stop_waiting()  # a store that does not answer now: spool
             done = sum(c.outcome is not None for c in self.configs)
             print(
                 f"\nlinreg_exp: interrupted after {self.history.epochs} epochs "

@@ -37,6 +37,7 @@ from linreg_exp.schema import DataConfig, validate
 from linreg_exp.tracking import uris
 from linreg_exp.tracking.messages import Artifact, DatasetInfo, Open, StartRun, Task, describe_error
 from linreg_exp.tracking.recorder import RunStream, Tracker, finished
+from linreg_exp.tracking.spool import is_offline
 from linreg_exp.train import (
     OptimizerFactory,
     fit,
@@ -55,8 +56,10 @@ PICTURE_POINTS = 2000  # at most this many data points are drawn: more only slow
 def run(cfg: DictConfig, job: Job, tracker: Tracker | None = None) -> JobResult:
     """Train and track one job. Without a tracker, it opens one of its own in this process."""
     if tracker is None:
-        own = tracking.in_process(Open(job.tracking_uri, cfg.mlflow.experiment_name,
-                                       parent_run_id=job.parent_run_id))  # fmt: skip
+        own = tracking.in_process(
+            Open(job.tracking_uri, cfg.mlflow.experiment_name, parent_run_id=job.parent_run_id,
+                 spool_dir=str(job.output_dir), outage_timeout=cfg.mlflow.outage_timeout)
+        )  # fmt: skip
         try:
             return run(cfg, job, own)
         finally:
@@ -87,6 +90,7 @@ def run(cfg: DictConfig, job: Job, tracker: Tracker | None = None) -> JobResult:
         train(cfg, data, loss_fn, make_optimizer, history, stream)
     except KeyboardInterrupt as stop:  # an interrupted or failed run keeps its epochs
         print(f"\nlinreg_exp: interrupted after {history.epochs_done} epochs", file=sys.stderr)
+        tracker.stop_waiting()  # a store that does not answer now: spool, do not wait
         stream.finish(Outcome.INTERRUPTED, tags={Tag.STOPPED_BY: signals.describe(stop)},
                       files=logs)  # fmt: skip
         raise  # closing the tracker waits until the run has ended
@@ -332,7 +336,12 @@ def tell(
         f"bias   {bias:9.5f}  true {ref.true.bias:9.5f}  {optimum_name} {optimum.bias:9.5f}",
         f"run    {run_id} in {cfg.mlflow.experiment_name!r} at {uris.mask_uri(uri)}",
         f"rerun  {command}",
-        f"ui     {uris.ui_command(uri)}   (or: make ui)",
-        f"page   {uris.run_url(uri, experiment_id, run_id)}",
     ]
+    if is_offline(uri):
+        lines.append(f"sync   linreg-exp sync {job.output_dir} --to URI   (it is offline)")
+    else:
+        lines += [
+            f"ui     {uris.ui_command(uri)}   (or: make ui)",
+            f"page   {uris.run_url(uri, experiment_id, run_id)}",
+        ]
     log.info("linreg_exp: %d epochs done\n  %s", history.epochs_done, "\n  ".join(lines))

@@ -88,6 +88,7 @@ class MlflowConfig:
     log_every_seconds: float = 1.0
     system_metrics: bool = True
     register_best: str | None = None
+    outage_timeout: float = 300.0
 
 
 @dataclass
@@ -206,6 +207,12 @@ def validate(cfg: DictConfig) -> None:
              f"one of {', '.join(OBJECTIVES)}")  # fmt: skip
     _require(sweep.direction in DIRECTIONS, "sweep.direction", sweep.direction,
              f"one of {', '.join(DIRECTIONS)}")  # fmt: skip
+    _require(
+        cfg.mlflow.outage_timeout >= 0,
+        "mlflow.outage_timeout",
+        cfg.mlflow.outage_timeout,
+        "must be >= 0 (seconds)",
+    )
     _require(
         bool(cfg.mlflow.experiment_name),
         "mlflow.experiment_name",

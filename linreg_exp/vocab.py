@@ -44,6 +44,7 @@ class Tag:
     ERROR: Final = "linreg.error"  # the exception of a run that raised
     FAILURE: Final = "linreg.failure"  # why a run failed or was killed, where nothing raised
     STOPPED_BY: Final = "linreg.stopped_by"  # what interrupted a KILLED run: SIGINT, SLURM: …
+    OUTAGES: Final = "linreg.outages"  # how long the store did not answer while the run ran
     DIVERGED_AT_EPOCH: Final = "linreg.diverged_at_epoch"
     TRAIN_STEP: Final = "linreg.train_step"  # autograd or fused (train.step_kind)
     COMMAND: Final = "linreg.command"  # the command that reproduces the run

@@ -91,13 +91,14 @@ def mlflow_server(
     artifacts_destination: Path | None = None,
     default_artifact_root: Path | None = None,
     wait: bool = True,
+    port: int | None = None,
 ) -> Iterator[MlflowServer]:
     """`mlflow server --workers 1` on a free loopback port, killed (its process group) on exit.
 
     With `artifacts_destination` it proxies artifacts (--serve-artifacts). With `wait=False` it
     yields at once, so the caller can work while it boots and call `wait_healthy()` later.
     """
-    port = free_port()
+    port = port or free_port()
     cmd = [
         str(MLFLOW), "server",
         "--backend-store-uri", backend_store_uri,

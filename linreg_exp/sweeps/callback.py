@@ -65,7 +65,8 @@ class LaunchCallback(Callback):
             raise Abort(ConfigError("linreg_exp's jobs run only as `python -m linreg_exp`"))
         if self._launch is None:  # a job elsewhere: a job wrapper's handlers give way to ours
             signals.install()
-        tracker, owned = tracker_for_job(self._launch, self._info)
+        output_dir = str(config.hydra.runtime.output_dir)
+        tracker, owned = tracker_for_job(self._launch, self._info, output_dir)
         fresh = self._launch is not None and self._launch.fresh_run_dir
         receive(jobs.Assignment(jobs.describe(config, self._info), tracker, owned, fresh))
 

@@ -48,6 +48,7 @@ class LaunchInfo:
     swept: tuple[str, ...] = ()  # the keys a sweep varies: they name its jobs' runs
     parent_run_id: str | None = None  # known before any job starts where jobs run elsewhere
     jobs: Jobs = "here"  # where the jobs run (messages.Parent)
+    outage_timeout: float = 300.0  # mlflow.outage_timeout
 
 
 def jobs_of(launcher: str) -> Jobs:
@@ -85,9 +86,11 @@ class Launch:
         uri = resolve_tracking_uri(config.mlflow.tracking_uri, Path.cwd())
         name = config.mlflow.experiment_name
         preload = startup.HELPER_PRELOAD if config.plots.enabled else ()
-        fresh = not Path(str(config.hydra.run.dir)).exists()
-        return cls(LaunchInfo(uri, name, multirun=False),
-                   tracking.in_helper(Open(uri, name), preload), fresh_run_dir=fresh)  # fmt: skip
+        run_dir = Path(str(config.hydra.run.dir)).resolve()
+        request = Open(uri, name, spool_dir=str(run_dir),
+                       outage_timeout=config.mlflow.outage_timeout)  # fmt: skip
+        info = LaunchInfo(uri, name, multirun=False, outage_timeout=config.mlflow.outage_timeout)
+        return cls(info, tracking.in_helper(request, preload), fresh_run_dir=not run_dir.exists())
 
     @classmethod
     def sweep(cls, config: DictConfig) -> Launch:
@@ -139,7 +142,9 @@ class Launch:
         )
         uri = resolve_tracking_uri(config.mlflow.tracking_uri, Path.cwd())
         name = config.mlflow.experiment_name
-        tracker = tracking.in_helper(Open(uri, name, parent), startup.HELPER_PRELOAD)
+        timeout = config.mlflow.outage_timeout
+        request = Open(uri, name, parent, spool_dir=str(sweep_dir), outage_timeout=timeout)
+        tracker = tracking.in_helper(request, startup.HELPER_PRELOAD)
         parent_run_id = None
         if parent.jobs != "here":
             try:
@@ -147,7 +152,7 @@ class Launch:
             except BaseException:
                 tracker.close()
                 raise
-        info = LaunchInfo(uri, name, True, tuple(swept), parent_run_id, parent.jobs)
+        info = LaunchInfo(uri, name, True, tuple(swept), parent_run_id, parent.jobs, timeout)
         launch = cls(info, tracker, lock)
         launch.announce()
         return launch

@@ -9,6 +9,9 @@ the pipe closes and the helper ends what the job left open KILLED, keeping every
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -27,7 +30,8 @@ class Helper:
         for more (the report's plotting, so that drawing a run's pictures starts at once)."""
         ours, theirs = Pipe()
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "from linreg_exp.tracking.helper_main import main; main()",
+            [sys.executable, "-c", "import signal; signal.signal(signal.SIGUSR1, signal.SIG_IGN)"
+             "\nfrom linreg_exp.tracking.helper_main import main; main()",  # SIGUSR1: see serve
              str(theirs.fileno()), *preload],
             pass_fds=[theirs.fileno()],
             start_new_session=True,  # outside the job's process group: Ctrl-C goes to the job
@@ -44,6 +48,12 @@ class Helper:
                 "the MLflow helper process ended unexpectedly (its error is above)"
             ) from None
         return reply
+
+    def stop_waiting(self) -> None:
+        """The job is stopping: a store that does not answer is waited for no more (the
+        helper spools instead)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.process.pid, signal.SIGUSR1)
 
     def close(self, wait: float = EXIT_WAIT_SECONDS) -> None:
         """Hang up: the helper ends whatever is still open and exits (killed after `wait`)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 
@@ -17,8 +18,12 @@ from linreg_exp.tracking.session import Session
 
 
 def serve(conn: Connection, preload: Sequence[str] = ()) -> None:
-    """Answer requests in order until the job hangs up; then end what it left open."""
-    session = Session()
+    """Answer requests in order until the job hangs up; then end what it left open. A run
+    waiting for a store that stopped answering waits no more once the job says it is stopping
+    (SIGUSR1: Helper.stop_waiting) or is gone (its pipe closed)."""
+    stopping = threading.Event()
+    signal.signal(signal.SIGUSR1, lambda _signum, _frame: stopping.set())
+    session = Session(stop_waiting=lambda: stopping.is_set() or conn.poll())
     try:
         conn.send(session.handle(conn.recv()))  # Open: the job may be waiting for it
         for module in preload:

@@ -61,6 +61,8 @@ class Open:
     experiment_name: str
     parent: Parent | None = None  # this tracker owns a sweep's parent run
     parent_run_id: str | None = None  # a job of a sweep launched elsewhere: its runs' parent
+    spool_dir: str | None = None  # where requests wait when the store is down (spool.py)
+    outage_timeout: float = 300.0  # how long a run waits for a store that stopped answering
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,7 @@ class Close:
     jobs). Answered by Closed; the helper exits when its job hangs up after it."""
 
     status: str | None = None
+    reason: str = "the job never finished"  # the linreg.failure of runs it finds still open
 
 
 Request = Open | StartRun | Epochs | FinishRun | Close

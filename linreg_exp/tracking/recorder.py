@@ -23,7 +23,9 @@ Nothing here imports MLflow or torch.
 
 from __future__ import annotations
 
+import contextlib
 import queue
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -50,6 +52,7 @@ from linreg_exp.tracking.messages import (
     Stored,
     Task,
 )
+from linreg_exp.tracking.spool import Spool
 from linreg_exp.vocab import Outcome
 
 FIRST_BATCH = 1000  # epochs in a batch until the store's rate is known
@@ -64,6 +67,9 @@ class Transport(Protocol):
     def request(self, message: Request) -> Reply:
         """Deliver one request and return its reply."""
 
+    def stop_waiting(self) -> None:
+        """The job is stopping: stop waiting for a store that does not answer; spool."""
+
     def close(self) -> None: ...
 
 
@@ -76,6 +82,9 @@ class Tracker:
         self.store_rate: float | None = None  # epochs a second, measured on the last batch
         self.parent_run_id = open_request.parent_run_id  # the sweep's, once the store names it
         self.runs_started = 0  # StartRun requests made: has a job got as far as its run?
+        self.open_request = open_request
+        self.spool: Spool | None = None  # the helper is gone: the job spools its requests
+        self._run_ids: dict[str, str] = {}  # the runs the store named, by key
         self._queue: queue.Queue[tuple[Request, Future[Reply]]] = queue.Queue(maxsize=1)
         self._worker = threading.Thread(target=self._serve, name="linreg-tracker", daemon=True)
         self._worker.start()
@@ -124,6 +133,11 @@ class Tracker:
         self.runs_started += 1
         return self.submit(request)
 
+    def stop_waiting(self) -> None:
+        """The job is stopping: a store that does not answer is waited for no more."""
+        with contextlib.suppress(Exception):
+            self.transport.stop_waiting()
+
     def close(self, status: str | None = None) -> Closed:
         """End what is left (the sweep's parent, with `status`), stop the worker and transport."""
         try:
@@ -141,15 +155,34 @@ class Tracker:
                 continue
             started = time.monotonic()
             try:
-                reply = self.transport.request(message)
+                reply = (
+                    self.spool.append(message) if self.spool else self.transport.request(message)
+                )
             except BaseException as error:  # the helper is gone: every later request fails too
-                reply = Failed(str(error), user_error=False)
+                reply = self._spool_instead(message, error)
             if isinstance(message, Epochs) and not isinstance(reply, Failed):
                 epochs = sum(len(batch.rows) for batch in message.batches)
                 self.store_rate = epochs / max(time.monotonic() - started, 1e-3)
             if isinstance(reply, Opened | Started) and reply.parent_run_id is not None:
                 self.parent_run_id = reply.parent_run_id
+            if isinstance(reply, Started):
+                self._run_ids[reply.run] = reply.run_id
             future.set_result(reply)
+
+    def _spool_instead(self, message: Request, error: BaseException) -> Reply:
+        """The process that records the runs is gone mid-run (killed, say, while the store was
+        down): from here on, this job spools its requests itself, this one first."""
+        directory = self.open_request.spool_dir
+        if directory is None or isinstance(message, Open):
+            return Failed(str(error), user_error=False)
+        self.spool = Spool(directory)
+        self.spool.begin(self.open_request, dict(self._run_ids), self.parent_run_id)
+        print(f"linreg_exp: {error}; the runs are kept in {self.spool.path}: deliver them "
+              f"with: linreg-exp sync {directory}", file=sys.stderr, flush=True)  # fmt: skip
+        try:
+            return self.spool.append(message)
+        except Exception as failed:
+            return Failed(f"{error}; and spooling failed: {failed}", user_error=False)
 
 
 class RunGroup:

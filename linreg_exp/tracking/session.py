@@ -10,9 +10,12 @@ opens.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,11 +46,20 @@ from linreg_exp.tracking.messages import (
     Stored,
     describe_error,
 )
-from linreg_exp.tracking.store import open_store
+from linreg_exp.tracking.spool import Spool, is_offline, with_report_drawn
+from linreg_exp.tracking.store import is_outage, open_store
 from linreg_exp.tracking.tasks import run_task
+from linreg_exp.tracking.uris import mask_uri
 from linreg_exp.vocab import FAILED, KILLED, Outcome, Tag
 
 log = logging.getLogger(__name__)
+
+OUTAGE_LOG = "mlflow-outages.log"  # an outage's whole error, beside the spool
+
+
+def say(line: str) -> None:
+    """One line for the user, wherever this Session runs (the helper shares the console)."""
+    print(line, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -58,9 +70,18 @@ class _OpenRun:
 
 
 class Session:
-    """The MLflow side of one Tracker (see messages.py for the protocol)."""
+    """The MLflow side of one Tracker (see messages.py for the protocol).
 
-    def __init__(self) -> None:
+    A store that stops answering mid-run is ridden out: the request waits (and with it, the
+    job: its queue is full) and is sent again, until the store answers or `outage_timeout`
+    passes, or `stop_waiting()` says the job is stopping or gone. From then on, requests go to
+    the spool (spool.py), as they do from the start for an offline run.
+    """
+
+    def __init__(self, stop_waiting: Callable[[], bool] = lambda: False) -> None:
+        self.stop_waiting = stop_waiting
+        self.spool: Spool | None = None  # spooling: every request goes there
+        self.outages: list[float] = []  # how long each outage lasted, for linreg.outages
         self.client: MlflowClient | None = None
         self.request: Open | None = None
         self.experiment_id = ""
@@ -72,12 +93,92 @@ class Session:
     def handle(self, request: Request) -> Reply:
         """Answer one request; an error is a Failed reply, and the session goes on."""
         try:
-            return self._dispatch(request)
+            if self.spool is not None:
+                return self._to_spool(request)
+            try:
+                return self._dispatch(request)
+            except Exception as error:
+                if not is_outage(error) or isinstance(request, Open) or not self._can_spool:
+                    raise
+                return self._ride_out(request, error)
         except LinregError as error:
             return Failed(str(error), user_error=True)
         except Exception as error:
             log.exception("tracking failed on %s", type(request).__name__)
             return Failed(describe_error(error), user_error=False)
+
+    def _ride_out(self, request: Request, error: Exception) -> Reply:
+        """Wait for a store that stopped answering and send `request` again; spool it after
+        the outage timeout, or at once if the job is stopping or gone."""
+        assert self.request is not None
+        began, delay, uri = time.monotonic(), 1.0, mask_uri(self.request.tracking_uri)
+        timeout = self.request.outage_timeout
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        say(f"linreg_exp: the tracking store {uri} does not answer ({first_line[:200]}); "
+            f"the run waits for it, up to {timeout:g} s")  # fmt: skip
+        self._log_outage(error)
+        while True:
+            if self.stop_waiting() or time.monotonic() - began >= timeout:
+                self.outages.append(time.monotonic() - began)
+                return self._start_spooling(request, f"after {time.monotonic() - began:.0f} s")
+            time.sleep(min(delay, max(0.0, timeout - (time.monotonic() - began))))
+            delay = min(2 * delay, 15.0)
+            try:
+                reply = self._dispatch(request)
+            except Exception as again:
+                if not is_outage(again):
+                    raise
+                continue
+            lasted = time.monotonic() - began
+            self.outages.append(lasted)
+            late = sum(len(b.rows) for b in request.batches) if isinstance(request, Epochs) else 0
+            say(f"linreg_exp: the tracking store {uri} is back after {lasted:.0f} s; "
+                f"{late} epochs delivered late")  # fmt: skip
+            return reply
+
+    def _start_spooling(self, request: Request, why: str) -> Reply:
+        """From now on every request goes to the spool, this one first."""
+        assert self.request is not None and self.request.spool_dir is not None
+        self.spool = Spool(self.request.spool_dir)
+        self.spool.begin(self.request, {k: run.run_id for k, run in self.runs.items()},
+                         self.parent_run_id)  # fmt: skip
+        self.spool.experiment_id = self.experiment_id or self.spool.experiment_id
+        for run in self.runs.values():
+            if run.monitor is not None:
+                run.monitor.finish()
+        say(
+            f"linreg_exp: the tracking store did not come back ({why}): the runs are kept in "
+            f"{self.spool.path}; deliver them with: linreg-exp sync {self.request.spool_dir}"
+        )
+        return self._to_spool(request)
+
+    def _to_spool(self, request: Request) -> Reply:
+        assert self.spool is not None
+        if isinstance(request, FinishRun):
+            request = self._with_outages(request)
+            if request.report is not None:  # drawn now, where its data is: the files wait
+                report = request.report
+                request = with_report_drawn(request, run_task(report.function, report.argument))
+            self.runs.pop(request.run, None)
+        if isinstance(request, Close):
+            self.runs.clear()
+        return self.spool.append(request)
+
+    def _with_outages(self, request: FinishRun) -> FinishRun:
+        if not self.outages:
+            return request
+        lasted = ", ".join(f"{seconds:.0f} s" for seconds in self.outages)
+        return dataclasses.replace(request, tags={**request.tags, Tag.OUTAGES: lasted})
+
+    def _log_outage(self, error: Exception) -> None:
+        """The whole error, in the log file beside the spool (the console has one line)."""
+        if self.request is None or self.request.spool_dir is None:
+            return
+        with contextlib.suppress(OSError):
+            Path(self.request.spool_dir).mkdir(parents=True, exist_ok=True)
+            with (Path(self.request.spool_dir) / OUTAGE_LOG).open("a") as out:
+                out.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} the tracking store does not "
+                          f"answer: {describe_error(error)}\n")  # fmt: skip
 
     def _dispatch(self, request: Request) -> Reply:
         match request:
@@ -90,7 +191,7 @@ class Session:
             case FinishRun():
                 return self._finish(request)
             case Close():
-                return self._close(request.status)
+                return self._close(request.status, request.reason)
 
     @property
     def _client(self) -> MlflowClient:
@@ -104,8 +205,14 @@ class Session:
         return self.request.parent if self.request is not None else None
 
     def _open(self, request: Open) -> Opened:
-        self.client, self.experiment_id = open_store(request.tracking_uri, request.experiment_name)
         self.request, self.parent_run_id = request, request.parent_run_id
+        if is_offline(request.tracking_uri):  # nothing is sent: it all goes to the spool
+            if request.spool_dir is None:
+                raise TrackingError("mlflow.tracking_uri=offline: no directory to spool runs in")
+            self.spool = Spool(request.spool_dir)
+            self.spool.begin(request, {}, request.parent_run_id)
+            return Opened(self.spool.experiment_id, self.spool.parent_run_id)
+        self.client, self.experiment_id = open_store(request.tracking_uri, request.experiment_name)
         if request.parent is not None:
             self.parent_run_id = parent.reopen(self.client, self.experiment_id, request.parent)
             if self.parent_run_id is None and request.parent.jobs != "here":
@@ -180,6 +287,7 @@ class Session:
     def _finish(self, request: FinishRun) -> Finished:
         run_id = self._run(request.run).run_id
         status, extra_tags = request.outcome.status, {}
+        request = self._with_outages(request)
         try:
             now = int(time.time() * 1000)
             metrics = [Metric(key, value, now, 0) for key, value in request.metrics.items()]
@@ -222,7 +330,11 @@ class Session:
     def close_all(self, reason: str) -> None:
         """The job is gone without a word (killed outright): end what it left open, KILLED."""
         with contextlib.suppress(Exception):
-            self._close(KILLED, reason)
+            self.handle(Close(KILLED, reason))
+
+    @property
+    def _can_spool(self) -> bool:
+        return self.request is not None and self.request.spool_dir is not None
 
     @property
     def _uri(self) -> str:
@@ -248,7 +360,11 @@ class InProcess:
     """A Session in this process (a Transport), answering on the tracker's worker thread."""
 
     def __init__(self) -> None:
-        self.session = Session()
+        self.stopping = threading.Event()
+        self.session = Session(stop_waiting=self.stopping.is_set)
+
+    def stop_waiting(self) -> None:
+        self.stopping.set()
 
     def request(self, message: Request) -> Reply:
         return self.session.handle(message)

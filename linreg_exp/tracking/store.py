@@ -51,6 +51,23 @@ def open_store(uri: str, experiment_name: str) -> tuple[MlflowClient, str]:
         ) from error
 
 
+def is_outage(error: BaseException) -> bool:
+    """Whether `error` says the store is unreachable or failing for now (the server is down,
+    restarting, or cannot reach its database), rather than that a request is wrong."""
+    import requests
+    from sqlalchemy.exc import OperationalError
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, requests.RequestException | OperationalError | ConnectionError):
+            return True
+        if isinstance(seen, MlflowException) and int(seen.get_http_status_code()) >= 500:  # type: ignore[no-untyped-call]
+            return "API request to" in str(seen) or seen.error_code in (
+                "INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE")  # fmt: skip
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _first_open_lock(uri: str) -> contextlib.AbstractContextManager[object]:
     """A lock beside a SQLite store, held while opening it: MLflow migrates a new store's
     schema on first open, and processes that do that at once lose runs or break the file."""
