@@ -18,7 +18,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -124,30 +123,77 @@ def mlflow_server(
         stop_group(proc)
 
 
-@dataclass(frozen=True)
 class PostgresCluster:
-    port: int
-    user: str
-    password: str
-    socket_dir: Path
+    """A throw-away PostgreSQL cluster on a loopback port; `restart` stops it for a while."""
+
+    def __init__(self, root: Path, port: int, user: str, password: str) -> None:
+        self.root, self.port, self.user, self.password = root, port, user, password
+        self.socket_dir = root
+        self._proc: subprocess.Popen[bytes] | None = None
 
     def uri(self, database: str) -> str:
         """The SQLAlchemy URI MLflow takes as a backend store."""
         return f"postgresql+psycopg2://{self.user}:{self.password}@127.0.0.1:{self.port}/{database}"
 
-    def create_database(self, name: str) -> None:
-        """A new database owned by the password user (as the superuser, over the socket)."""
+    def superuser(self) -> Any:
+        """A psycopg2 connection as `postgres`, over the socket in the cluster's dir."""
         import psycopg2
 
-        conn = psycopg2.connect(
+        return psycopg2.connect(
             host=str(self.socket_dir), port=self.port, user="postgres", dbname="postgres"
         )
+
+    def create_database(self, name: str) -> None:
+        """A new database owned by the password user."""
+        conn = self.superuser()
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
                 cur.execute(f'CREATE DATABASE "{name}" OWNER "{self.user}"')
         finally:
             conn.close()
+
+    def start(self, timeout: float = 60) -> None:
+        import psycopg2
+
+        log_path = self.root / "postgres.log"
+        with log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                [
+                    str(PG_BIN / "postgres"), "-D", str(self.root / "data"), "-p", str(self.port),
+                    "-k", str(self.root), "-c", "listen_addresses=127.0.0.1",
+                    "-c", "fsync=off", "-c", "synchronous_commit=off",
+                    "-c", "full_page_writes=off", "-c", "max_connections=50",
+                ],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.root,
+                **_as_postgres(),
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._proc.poll() is not None:
+                raise RuntimeError(
+                    f"postgres exited with {self._proc.returncode}:\n{_tail(log_path)}"
+                )
+            try:
+                self.superuser().close()
+                return
+            except psycopg2.OperationalError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"postgres not up after {timeout:.0f} s:\n{_tail(log_path)}"
+                    ) from None
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            stop_group(self._proc, signal.SIGINT)  # SIGINT: the postmaster's "fast" shutdown
+            self._proc = None
+
+    def restart(self, down_for: float) -> None:
+        """Stop the database, leave it down `down_for` seconds, start it on the same port."""
+        self.stop()
+        time.sleep(down_for)
+        self.start()
 
 
 def postgres_available() -> bool:
@@ -169,58 +215,28 @@ def postgres_cluster(
     TCP logins need the password (scram-sha-256); the Unix socket in the cluster's dir trusts
     the superuser `postgres`, which creates `user` and, via `create_database`, its databases.
     """
-    import psycopg2
-
     root = Path(tempfile.mkdtemp(prefix="linreg-pg-"))
-    proc: subprocess.Popen[bytes] | None = None
+    cluster = PostgresCluster(root, free_port(), user, password)
     try:
         if os.geteuid() == 0:
             shutil.chown(root, "postgres", "postgres")
-        data = root / "data"
-        log_path = root / "postgres.log"
         subprocess.run(
             [
-                str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres",
+                str(PG_BIN / "initdb"), "-D", str(root / "data"), "-U", "postgres",
                 "--auth-local=trust", "--auth-host=scram-sha-256",
                 "-E", "UTF8", "--locale=C", "--no-sync",
             ],
             check=True, capture_output=True, timeout=timeout, cwd=root, **_as_postgres(),
         )  # fmt: skip
-        port = free_port()
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                [
-                    str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port),
-                    "-k", str(root), "-c", "listen_addresses=127.0.0.1",
-                    "-c", "fsync=off", "-c", "synchronous_commit=off",
-                    "-c", "full_page_writes=off", "-c", "max_connections=50",
-                ],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root,
-                **_as_postgres(),
-            )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"postgres exited with {proc.returncode}:\n{_tail(log_path)}")
-            try:
-                conn = psycopg2.connect(
-                    host=str(root), port=port, user="postgres", dbname="postgres"
-                )
-                break
-            except psycopg2.OperationalError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"postgres not up after {timeout:.0f} s:\n{_tail(log_path)}"
-                    ) from None
-                time.sleep(0.2)
+        cluster.start(timeout)
+        conn = cluster.superuser()
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
                 cur.execute(f"CREATE ROLE \"{user}\" LOGIN PASSWORD '{password}'")
         finally:
             conn.close()
-        yield PostgresCluster(port, user, password, root)
+        yield cluster
     finally:
-        if proc is not None:
-            stop_group(proc, signal.SIGINT)  # SIGINT: the postmaster's "fast" shutdown
+        cluster.stop()
         shutil.rmtree(root, ignore_errors=True)

@@ -115,6 +115,36 @@ def test_a_slurm_sweep_lands_and_resumes(cluster: SlurmCluster, tmp_path: Path) 
     assert {c.info.run_id for c in children_again} == {c.info.run_id for c in children}
 
 
+def test_an_offline_slurm_sweep_is_spooled_on_the_cluster_and_synced_later(
+    cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """Compute nodes without a route to the tracking server: each job spools in its own
+    output dir, the launcher spools the parent; one `linreg-exp sync` delivers the sweep."""
+    sweep_dir = tmp_path / "sweep"
+    args = [*slurm_args(cluster, sweep_dir), "optimizer.lr=0.01,0.03", *FAST]
+    code, output = finish(start_sweep(cluster, [*args, "mlflow.tracking_uri=offline"], tmp_path))
+    assert code == 0, output
+    assert not (tmp_path / "mlflow.db").exists()  # nothing was sent anywhere
+    assert f"linreg-exp sync {sweep_dir} --to URI" in output
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    synced = subprocess.run(
+        [sys.executable, "-m", "linreg_exp", "sync", str(sweep_dir), "--to", store],
+        capture_output=True, text=True, timeout=300, env=cluster.env,
+    )  # fmt: skip
+    assert synced.returncode == 0, synced.stderr
+    parent, children = runs(tmp_path)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_finished"] == 2
+    assert parent.data.tags["linreg.best_run_id"] in {c.info.run_id for c in children}
+    client = MlflowClient(store)
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        steps = sorted(m.step for m in client.get_metric_history(child.info.run_id, "loss"))
+        assert steps == list(range(100))
+        logs = {a.path.rsplit("_", 1)[-1] for a in client.list_artifacts(child.info.run_id, "logs")}
+        assert logs == {"log.out", "log.err"}
+
+
 def test_scancel_ends_every_run_killed_and_the_launcher_exits(
     cluster: SlurmCluster, tmp_path: Path
 ) -> None:

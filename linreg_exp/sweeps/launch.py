@@ -27,6 +27,7 @@ from linreg_exp.schema import validate
 from linreg_exp.sweeps import naming
 from linreg_exp.tracking.messages import Closed, Open, Parent
 from linreg_exp.tracking.recorder import Tracker
+from linreg_exp.tracking.spool import is_offline
 from linreg_exp.tracking.uris import mask_override, resolve_tracking_uri, run_url
 from linreg_exp.vocab import FAILED, KILLED, Tag
 
@@ -161,6 +162,8 @@ class Launch:
         """Say once where the sweep's parent run is, as soon as it exists."""
         parent_run_id = self.tracker.parent_run_id
         if not self.info.multirun or self._announced or parent_run_id is None:
+            return
+        if is_offline(self.info.tracking_uri):  # its run id is a placeholder until synced
             return
         self._announced = True
         opened = self.tracker.opened()

@@ -89,9 +89,11 @@ class Session:
         self.resumed = False
         self.runs: dict[str, _OpenRun] = {}  # by the tracker's key
         self.failure: str | None = None  # the first outcome that could not be logged
+        self.closed = False  # Close came: nothing is left to end
 
     def handle(self, request: Request) -> Reply:
         """Answer one request; an error is a Failed reply, and the session goes on."""
+        self.closed = self.closed or isinstance(request, Close)
         try:
             if self.spool is not None:
                 return self._to_spool(request)
@@ -329,6 +331,8 @@ class Session:
 
     def close_all(self, reason: str) -> None:
         """The job is gone without a word (killed outright): end what it left open, KILLED."""
+        if self.closed:
+            return
         with contextlib.suppress(Exception):
             self.handle(Close(KILLED, reason))
 

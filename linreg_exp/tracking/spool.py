@@ -110,7 +110,8 @@ class Spool:
                 summary = None
                 if self.owns_parent:
                     summary = (
-                        f"the sweep is spooled in {self.path.parent}: `linreg-exp sync` sums it up"
+                        f"the sweep is spooled in {self.path.parent} (offline or its store was "
+                        f"down); deliver it with: linreg-exp sync {self.path.parent} --to URI"
                     )
                 return Closed(summary, None)
         raise TypeError(type(request).__name__)  # pragma: no cover

@@ -1,0 +1,267 @@
+"""Tracking that survives its server: a real `mlflow server` (and the PostgreSQL behind one)
+stopped and started again mid-run; runs spooled past the outage timeout, or when the job dies,
+then synced; offline sweeps synced. Each ends with every epoch stored once, steps contiguous,
+and no run left RUNNING."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import assert_nothing_running, cli_env, run_cli
+from tests.servers import (
+    MlflowServer,
+    free_port,
+    mlflow_server,
+    postgres_available,
+    postgres_cluster,
+    stop_group,
+)
+
+pytestmark = pytest.mark.slow
+
+LONG = ["trainer.epochs=100000000", "plots.enabled=false"]
+
+
+class Server:
+    """A tracking server on one port, over one SQLite store, to stop and start again."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.port = root, free_port()
+        self.store = f"sqlite:///{root / 'server.db'}"
+        self.url = f"http://127.0.0.1:{self.port}"
+        MlflowClient(self.store).search_experiments()  # its schema, made once
+        self._context: object | None = None
+        self.server: MlflowServer | None = None
+
+    @contextmanager
+    def up(self) -> Iterator[MlflowServer]:
+        with mlflow_server(self.store, self.root / "server.log", port=self.port,
+                           artifacts_destination=self.root / "artifacts") as server:  # fmt: skip
+            yield server
+
+    def is_down(self) -> bool:
+        try:
+            urllib.request.urlopen(f"{self.url}/health", timeout=2)
+        except OSError:
+            return True
+        return False
+
+
+def start_job(args: list[str], cwd: Path, uri: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "linreg_exp", *args], cwd=cwd,
+                            env=cli_env(uri), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+
+
+def sync(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "linreg_exp", "sync", str(path), *args],
+                          env=cli_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def wait_for(what: str, check: object, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+def only_run(client: MlflowClient) -> Run:
+    experiment = client.get_experiment_by_name("linreg")
+    (run,) = client.search_runs([experiment.experiment_id])
+    return run
+
+
+def loss_steps(client: MlflowClient, run_id: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, "loss"))
+
+
+def stored(client: MlflowClient) -> int:
+    try:
+        return len(loss_steps(client, only_run(client).info.run_id))
+    except Exception:
+        return 0
+
+
+def epochs_done(stderr: str) -> int:
+    return int(re.search(r"interrupted after (\d+) epochs", stderr).group(1))  # type: ignore[union-attr]
+
+
+def outage(server: Server, seconds: float) -> None:
+    """Stop the server (its whole process group), check it is down, start it again later."""
+    assert server.server is not None
+    stop_group(server.server.proc, signal.SIGKILL)
+    assert server.is_down()
+    time.sleep(seconds)
+
+
+def test_outages_of_25_s_and_of_minutes_lose_nothing_and_say_two_lines_each(
+    tmp_path: Path,
+) -> None:
+    server = Server(tmp_path)
+    client = MlflowClient(server.url)
+    with server.up() as first:
+        job = start_job([*LONG, "mlflow.outage_timeout=600", f"hydra.run.dir={tmp_path / 'run'}"],
+                        tmp_path, server.url)  # fmt: skip
+        wait_for("epochs stored", lambda: stored(client) > 1000)
+        server.server = first
+        outage(server, 25)
+    for seconds in (130, None):  # a second outage, of minutes; then the end of the run
+        with server.up() as again:
+            server.server = again
+            before = stored(client)
+            wait_for("epochs delivered late, and more", lambda b=before: stored(client) > b + 2000)
+            if seconds is not None:
+                outage(server, seconds)
+                continue
+            job.send_signal(signal.SIGTERM)
+            _, stderr = job.communicate(timeout=120)
+            assert job.returncode == 128 + signal.SIGTERM, stderr
+            run = only_run(client)
+            steps = loss_steps(client, run.info.run_id)
+            assert steps == list(range(epochs_done(stderr)))  # every epoch, once, in order
+            assert run.info.status == "KILLED"
+            assert re.fullmatch(r"\d+ s, \d+ s", run.data.tags["linreg.outages"])
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if "tracking store" in line]
+    assert len(lines) == 4, stderr  # two an outage: when it begins, when it ends
+    assert "does not answer" in lines[0] and "is back after" in lines[1]
+    assert "does not answer" in lines[2] and "is back after" in lines[3]
+    assert (tmp_path / "run" / "mlflow-outages.log").read_text().count("does not answer") == 2
+
+
+def test_past_the_outage_timeout_a_run_is_spooled_and_sync_delivers_it(tmp_path: Path) -> None:
+    server = Server(tmp_path)
+    client = MlflowClient(server.url)
+    run_dir = tmp_path / "run"
+    with server.up() as up:
+        server.server = up
+        job = start_job([*LONG, "mlflow.outage_timeout=5", f"hydra.run.dir={run_dir}"],
+                        tmp_path, server.url)  # fmt: skip
+        wait_for("epochs stored", lambda: stored(client) > 500)
+        outage(server, 0)
+        wait_for("the spool", lambda: (run_dir / "mlflow-spool.jsonl").exists(), 60)
+        time.sleep(2)  # it trains on, spooled
+        job.send_signal(signal.SIGINT)
+        _, stderr = job.communicate(timeout=60)
+    assert job.returncode == 128 + signal.SIGINT, stderr
+    assert f"deliver them with: linreg-exp sync {run_dir}" in stderr
+    assert "Traceback" not in stderr
+    with server.up() as again:
+        server.server = again
+        synced = sync(run_dir)
+        assert synced.returncode == 0, synced.stderr
+        run = only_run(client)
+        assert run.info.status == "KILLED" and run.data.tags["linreg.stopped_by"] == "SIGINT"
+        assert loss_steps(client, run.info.run_id) == list(range(epochs_done(stderr)))
+        assert run.data.tags["linreg.outages"]
+        twice = sync(run_dir)
+        assert twice.returncode == 0 and "nothing left" in twice.stdout
+        assert len(loss_steps(client, run.info.run_id)) == epochs_done(stderr)
+        assert_nothing_running(server.url)
+
+
+def test_the_job_killed_outright_during_an_outage_its_helper_spools_what_it_had(
+    tmp_path: Path,
+) -> None:
+    server = Server(tmp_path)
+    client = MlflowClient(server.url)
+    run_dir = tmp_path / "run"
+    with server.up() as up:
+        server.server = up
+        job = start_job([*LONG, "mlflow.outage_timeout=600", f"hydra.run.dir={run_dir}"],
+                        tmp_path, server.url)  # fmt: skip
+        wait_for("epochs stored", lambda: stored(client) > 500)
+        outage(server, 3)
+        job.kill()
+        job.communicate(timeout=60)
+        wait_for("the helper's spool", lambda: (run_dir / "mlflow-spool.jsonl").exists(), 60)
+    with server.up() as again:
+        server.server = again
+        synced = sync(tmp_path)
+        assert synced.returncode == 0, synced.stderr
+        run = only_run(client)
+        assert run.info.status == "KILLED"
+        assert "ended before reporting" in run.data.tags["linreg.failure"]
+        steps = loss_steps(client, run.info.run_id)
+        assert steps == list(range(len(steps))) and len(steps) > 500
+        assert_nothing_running(server.url)
+
+
+def test_a_postgresql_restart_behind_the_server_is_ridden_out(tmp_path: Path) -> None:
+    if not postgres_available():
+        pytest.skip("PostgreSQL 15 is not installed (/usr/lib/postgresql/15/bin/initdb)")
+    with postgres_cluster() as database:
+        database.create_database("mlflow")
+        with mlflow_server(database.uri("mlflow"), tmp_path / "server.log",
+                           artifacts_destination=tmp_path / "artifacts") as server:  # fmt: skip
+            client = MlflowClient(server.url)
+            job = start_job([*LONG, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, server.url)
+            wait_for("epochs stored", lambda: stored(client) > 1000)
+            database.restart(down_for=15)
+            before = stored(client)
+            wait_for("epochs delivered late, and more", lambda: stored(client) > before + 2000)
+            job.send_signal(signal.SIGTERM)
+            _, stderr = job.communicate(timeout=120)
+            assert job.returncode == 128 + signal.SIGTERM, stderr
+            run = only_run(client)
+            assert loss_steps(client, run.info.run_id) == list(range(epochs_done(stderr)))
+            assert run.info.status == "KILLED" and run.data.tags["linreg.outages"]
+            assert "does not answer" in stderr and "is back after" in stderr, stderr
+            assert "Traceback" not in stderr
+            assert_nothing_running(server.url)
+
+
+def test_an_offline_sweep_synced_to_a_server_is_the_sweep_it_would_have_been(
+    tmp_path: Path,
+) -> None:
+    sweep = ["-m", "optimizer.lr=0.01,0.1", "trainer.epochs=50"]
+    (tmp_path / "offline").mkdir()
+    (tmp_path / "direct").mkdir()
+    offline = run_cli([*sweep, "mlflow.tracking_uri=offline"], tmp_path / "offline")
+    assert offline.returncode == 0, offline.stderr
+    assert "http" not in offline.stdout + offline.stderr  # no links to runs not yet stored
+    assert "linreg-exp sync" in offline.stdout
+    direct_uri = f"sqlite:///{tmp_path / 'direct.db'}"
+    direct = run_cli(sweep, tmp_path / "direct", direct_uri)
+    assert direct.returncode == 0, direct.stderr
+    server = Server(tmp_path)
+    with server.up() as up:
+        synced = sync(tmp_path / "offline" / "multirun", "--to", up.url)
+        assert synced.returncode == 0, synced.stderr
+        assert_same_sweep(MlflowClient(up.url), MlflowClient(direct_uri))
+        assert_nothing_running(up.url)
+
+
+def assert_same_sweep(synced: MlflowClient, direct: MlflowClient) -> None:
+    """Same runs, names, statuses, final metrics, parent summary and artifacts."""
+
+    def runs(client: MlflowClient) -> dict[str, Run]:
+        experiment = client.get_experiment_by_name("linreg")
+        return {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+
+    got, want = runs(synced), runs(direct)
+    assert sorted(got) == sorted(want)
+    for name, run in want.items():
+        other = got[name]
+        assert other.info.status == run.info.status == "FINISHED"
+        timing = ("system/", "train_seconds")
+        kept = {k: v for k, v in run.data.metrics.items() if not k.startswith(timing)}
+        assert {k: other.data.metrics.get(k) for k in kept} == kept, name
+        artifacts = {a.path for a in direct.list_artifacts(run.info.run_id)}
+        assert {a.path for a in synced.list_artifacts(other.info.run_id)} == artifacts, name
+        parent = run.data.tags.get("mlflow.parentRunId")
+        if parent is not None:
+            parent_name = direct.get_run(parent).info.run_name
+            assert other.data.tags["mlflow.parentRunId"] == got[parent_name].info.run_id
