@@ -33,9 +33,11 @@ run: install
 	@echo
 	@echo "Look at: outputs/runs/ (plots and the job log), and the MLflow UI: make ui -> http://$(HOST):$(PORT)"
 
-## test: the whole suite, browser and PostgreSQL tests included
+## test: the whole suite, browser and PostgreSQL tests included, on 2 pytest-xdist workers (a
+## module's tests stay on one worker: tests/conftest.py); XDIST= runs it in this process
+XDIST ?= -n 2 --dist loadgroup
 test: install-dev system-deps
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 ## system-deps: Debian's chromium (browser test), PostgreSQL 15 (server test) and SLURM with
 ## accounting (tests/slurm.py: slurmctld slurmd slurmdbd munge mariadb), if missing

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from linreg_exp import job as one
 from linreg_exp import signals
 from linreg_exp.data import Dataset, make_dataset
+from linreg_exp.errors import LinregError
 from linreg_exp.history import History
 from linreg_exp.jobspec import Job, JobResult, objective
 from linreg_exp.schema import DataConfig
@@ -67,14 +68,21 @@ def run_batch(
         )
     for indices in groups.values():
         group = [entries[i] for i in indices]
-        for index, result in zip(indices, run_group(group, trackers), strict=True):
+        try:
+            outcomes = run_group(group, trackers)
+        except LinregError:  # the store cannot be opened, say: the sweep stops, one line
+            raise
+        except Exception as error:  # the group's runs ended ERROR; the other groups go on
+            outcomes = [error for _ in indices]
+        for index, result in zip(indices, outcomes, strict=True):
             results[index] = result
     for index in alone:
         try:
             results[index] = one.run(*entries[index], trackers[0])
         except Exception as error:
             results[index] = error
-    return [result for result in results if result is not None]
+    assert all(result is not None for result in results)
+    return cast(list[JobResult | Exception], results)
 
 
 def shape_of(cfg: DictConfig) -> tuple[Any, ...]:
@@ -103,12 +111,13 @@ class _Config:
     divergence: str | None = None
     finished: bool = False
     result: JobResult | None = None
+    error: Exception | None = None  # why it has no result
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 def run_group(
     entries: list[tuple[DictConfig, Job]], trackers: Sequence[Tracker]
-) -> list[JobResult]:
+) -> list[JobResult | Exception]:
     """One program for configs of the same shapes (shape_of)."""
     first, tracker = entries[0][0], trackers[0]
     device = resolve_device(first.device.name)
@@ -155,7 +164,7 @@ def run_group(
         config.index = index  # its place in the program
     if live:
         _Training(live, device, tracker, opened.experiment_id).run()
-    return [cast(JobResult, config.result) for config in configs]
+    return [config.result or cast(Exception, config.error) for config in configs]
 
 
 class _Training:
@@ -188,7 +197,7 @@ class _Training:
                 file=sys.stderr,
             )
             for config in self.configs:
-                self._finish(
+                self._finish_each(
                     config,
                     config.outcome or Outcome.INTERRUPTED,
                     {Tag.STOPPED_BY: signals.describe(stop)},
@@ -196,10 +205,10 @@ class _Training:
             raise
         except Exception as error:
             for config in self.configs:
-                self._finish(config, Outcome.ERROR, {Tag.ERROR: describe_error(error)})
+                self._finish_each(config, Outcome.ERROR, {Tag.ERROR: describe_error(error)})
             raise
         for config in self.configs:
-            self._finish(config, cast(Outcome, config.outcome))
+            self._finish_each(config, cast(Outcome, config.outcome))
 
     def _train(self, batch: Batch) -> None:
         configs, n = self.configs, len(self.configs)
@@ -241,6 +250,15 @@ class _Training:
             active &= ~blown & ~done
             if not bool(active.any()):
                 break
+
+    def _finish_each(
+        self, config: _Config, outcome: Outcome, tags: dict[str, str] | None = None
+    ) -> None:
+        """_finish, a config's error its own: every other config's run still ends."""
+        try:
+            self._finish(config, outcome, tags)
+        except Exception as error:  # its run, if still open, ends KILLED with its tracker
+            config.error = error
 
     def _finish(
         self, config: _Config, outcome: Outcome, tags: dict[str, str] | None = None

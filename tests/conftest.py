@@ -52,6 +52,29 @@ def run_cli(
     )
 
 
+# Modules that take minutes, longest first: pytest-xdist hands groups to its workers in the
+# order they are collected, so these start first and the short ones fill in around them.
+LONG_MODULES = ("test_outages", "test_slurm", "test_server", "test_batched", "test_reliability")
+
+
+def group_of(item: pytest.Item) -> str:
+    """One pytest-xdist group a module (its module-scoped servers start once), one for both
+    SLURM modules (one cluster at a time on this machine)."""
+    module = getattr(item, "module", None)
+    name = module.__name__.rsplit(".", 1)[-1] if module is not None else item.nodeid
+    return "test_slurm" if name.startswith("test_slurm") else name
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        group = group_of(item)
+        return LONG_MODULES.index(group) if group in LONG_MODULES else len(LONG_MODULES)
+
+    items.sort(key=rank)  # stable: a module's own order is kept
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group_of(item)))
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[SlurmCluster]:
     """A throw-away single-node SLURM cluster with accounting (tests/slurm.py), per module."""

@@ -66,6 +66,7 @@ def test_default_config_is_the_tutorial() -> None:
             "log_every_seconds": 1.0,
             "system_metrics": True,
             "register_best": None,
+            "outage_timeout": 300.0,
         },
         "plots": {"enabled": True, "frames": 50},
         "sweep": {"objective": "val_mse", "direction": "minimize"},

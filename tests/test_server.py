@@ -133,7 +133,7 @@ def test_password_in_tracking_uri_is_never_shown(pg: Postgres, tmp_path: Path) -
     client = MlflowClient(uri)
     (run,) = _runs(client, "linreg")
     assert run.info.status == "FINISHED"
-    assert run.data.params["mlflow.tracking_uri"] == uri.replace(cluster.password, "***")
+    assert "mlflow.tracking_uri" not in run.data.params  # the store's address is no param
     config = client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))
     leaks = [f"console: {line.strip()}" for line in output.splitlines() if cluster.password in line]
     leaks += [

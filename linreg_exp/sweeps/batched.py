@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.core.utils import JobReturn, JobStatus
@@ -25,7 +26,7 @@ from hydra.types import HydraContext
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from linreg_exp.errors import LinregError
+from linreg_exp.errors import Abort, LinregError
 from linreg_exp.jobspec import Job
 from linreg_exp.schema import validate
 from linreg_exp.sweeps import naming
@@ -33,6 +34,8 @@ from linreg_exp.sweeps.callback import LaunchCallback
 from linreg_exp.sweeps.jobs import reproduce_command
 from linreg_exp.sweeps.launch import LaunchInfo
 from linreg_exp.sweeps.trackers import writers as trackers_for_batch
+from linreg_exp.tracking.messages import describe_error
+from linreg_exp.tracking.recorder import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +65,9 @@ def launch(
 
         results = iter(run_batch(entries, trackers))
     finally:
-        for extra in trackers[1:]:  # waits until their runs are stored
-            extra.close()
+        errors = _close_writers(trackers[1:])
+    if errors:  # a job's outcome could not be logged: the sweep fails, as with one writer
+        raise Abort(RuntimeError("; ".join(errors)))
     returns = []
     for overrides, item in zip(job_overrides, jobs, strict=True):
         outcome: Any = next(results) if isinstance(item, Composed) else item
@@ -75,6 +79,20 @@ def launch(
             ret.status, ret.return_value = JobStatus.COMPLETED, outcome.objective
         returns.append(ret)
     return returns
+
+
+def _close_writers(writers: Sequence[Tracker]) -> list[str]:
+    """Close every writer (each waits until its runs are stored); what any could not log."""
+    errors = []
+    for writer in writers:
+        try:
+            closed = writer.close()
+        except Exception as error:
+            errors.append(describe_error(error))
+            continue
+        if closed.error is not None:
+            errors.append(closed.error)
+    return errors
 
 
 def compose(
@@ -107,7 +125,7 @@ def compose(
             log.error("job %s rejected: %s", number, error)
             composed.append(error)
             continue
-        composed.append(Composed(cfg, _describe(base, cfg, list(overrides), number, info)))
+        composed.append(Composed(cfg, _describe(base, cfg, parsed, number, info)))
     return composed
 
 
@@ -140,12 +158,20 @@ _ABSENT = object()
 
 
 def _describe(
-    base: DictConfig, cfg: DictConfig, overrides: list[str], number: int, info: LaunchInfo
+    base: DictConfig, cfg: DictConfig, parsed: list[Override], number: int, info: LaunchInfo
 ) -> Job:
-    """The job's description, as sweeps/jobs.py gives one to a job Hydra runs."""
+    """The job's description, as sweeps/jobs.py gives one to a job Hydra runs; its Hydra
+    node says what Hydra's compose would (a sweep subdir may name the job's overrides)."""
     hydra = base.hydra
+    overrides = [str(o.input_line) for o in parsed]
+    task = [o for o in parsed if not o.is_hydra_override()]
+    named = hydra.job.config.override_dirname
     with read_write(hydra), open_dict(hydra):
         hydra.job.num = hydra.job.id = number  # what the sweep subdir names: ${hydra.job.num}
+        hydra.overrides.task = [str(o.input_line) for o in task]
+        hydra.job.override_dirname = get_overrides_dirname(
+            task, list(named.exclude_keys), named.item_sep, named.kv_sep
+        )
         subdir = str(OmegaConf.select(base, "hydra.sweep.subdir"))
     return Job(
         output_dir=(Path(str(hydra.sweep.dir)) / subdir).resolve(),

@@ -187,7 +187,9 @@ class Launch:
         return closed
 
     def _note_stop(self, signum: int) -> None:
+        """A stop signal: a store that does not answer is waited for no more (spooled)."""
         self.stopped_by = self.stopped_by or signum
+        self.tracker.stop_waiting()
 
     def _close_at_exit(self) -> None:
         try:

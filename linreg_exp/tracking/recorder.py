@@ -52,7 +52,8 @@ from linreg_exp.tracking.messages import (
     Stored,
     Task,
 )
-from linreg_exp.tracking.spool import Spool
+from linreg_exp.tracking.spool import Spool, with_report_drawn
+from linreg_exp.tracking.tasks import run_task
 from linreg_exp.vocab import Outcome
 
 FIRST_BATCH = 1000  # epochs in a batch until the store's rate is known
@@ -139,9 +140,11 @@ class Tracker:
             self.transport.stop_waiting()
 
     def close(self, status: str | None = None) -> Closed:
-        """End what is left (the sweep's parent, with `status`), stop the worker and transport."""
+        """End what is left (the sweep's parent, with `status`), stop the worker and transport.
+        A store that does not answer is waited for up to its outage timeout (then spooled)."""
+        wait = self.open_request.outage_timeout + CLOSE_WAIT_SECONDS
         try:
-            return reply_of(self.submit(Close(status)), Closed, CLOSE_WAIT_SECONDS)
+            return reply_of(self.submit(Close(status)), Closed, wait)
         finally:
             self._worker.join(CLOSE_WAIT_SECONDS)  # it stops after Close
             self.transport.close()
@@ -155,9 +158,7 @@ class Tracker:
                 continue
             started = time.monotonic()
             try:
-                reply = (
-                    self.spool.append(message) if self.spool else self.transport.request(message)
-                )
+                reply = self._spooled(message) if self.spool else self.transport.request(message)
             except BaseException as error:  # the helper is gone: every later request fails too
                 reply = self._spool_instead(message, error)
             if isinstance(message, Epochs) and not isinstance(reply, Failed):
@@ -167,6 +168,8 @@ class Tracker:
                 self.parent_run_id = reply.parent_run_id
             if isinstance(reply, Started):
                 self._run_ids[reply.run] = reply.run_id
+            if isinstance(message, FinishRun) and not isinstance(reply, Failed):
+                self._run_ids.pop(message.run, None)  # ended: a spool must not end it again
             future.set_result(reply)
 
     def _spool_instead(self, message: Request, error: BaseException) -> Reply:
@@ -180,9 +183,17 @@ class Tracker:
         print(f"linreg_exp: {error}; the runs are kept in {self.spool.path}: deliver them "
               f"with: linreg-exp sync {directory}", file=sys.stderr, flush=True)  # fmt: skip
         try:
-            return self.spool.append(message)
+            return self._spooled(message)
         except Exception as failed:
             return Failed(f"{error}; and spooling failed: {failed}", user_error=False)
+
+    def _spooled(self, message: Request) -> Reply:
+        """A request kept in this job's spool; a run's pictures are drawn first, here."""
+        assert self.spool is not None
+        if isinstance(message, FinishRun) and message.report is not None:
+            report = message.report
+            message = with_report_drawn(message, run_task(report.function, report.argument))
+        return self.spool.append(message)
 
 
 class RunGroup:

@@ -24,6 +24,7 @@ from mlflow.entities import Dataset as DatasetEntity
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from linreg_exp.errors import LinregError, TrackingError
 from linreg_exp.tracking import model, parent
@@ -64,9 +65,15 @@ def say(line: str) -> None:
 
 @dataclass
 class _OpenRun:
+    """A run this session has created and not yet ended. What is already done for it is noted,
+    so that a request sent again after an outage does not do it twice."""
+
     run_id: str
     last_step: int = -1  # the last epoch stored
     monitor: SystemMetricsMonitor | None = None  # MLflow's sampler of the machine, if asked
+    set_up: bool = False  # its params, config and dataset are logged
+    model_logged: bool = False
+    outages: list[float] = dataclasses.field(default_factory=list)  # seconds, each it lived through
 
 
 class Session:
@@ -81,7 +88,7 @@ class Session:
     def __init__(self, stop_waiting: Callable[[], bool] = lambda: False) -> None:
         self.stop_waiting = stop_waiting
         self.spool: Spool | None = None  # spooling: every request goes there
-        self.outages: list[float] = []  # how long each outage lasted, for linreg.outages
+        self.outages: list[float] = []  # how long each outage lasted (runs: their own, too)
         self.client: MlflowClient | None = None
         self.request: Open | None = None
         self.experiment_id = ""
@@ -89,11 +96,10 @@ class Session:
         self.resumed = False
         self.runs: dict[str, _OpenRun] = {}  # by the tracker's key
         self.failure: str | None = None  # the first outcome that could not be logged
-        self.closed = False  # Close came: nothing is left to end
+        self.closed = False  # Close was answered: nothing is left to end
 
     def handle(self, request: Request) -> Reply:
         """Answer one request; an error is a Failed reply, and the session goes on."""
-        self.closed = self.closed or isinstance(request, Close)
         try:
             if self.spool is not None:
                 return self._to_spool(request)
@@ -121,9 +127,9 @@ class Session:
         self._log_outage(error)
         while True:
             if self.stop_waiting() or time.monotonic() - began >= timeout:
-                self.outages.append(time.monotonic() - began)
+                self._note_outage(time.monotonic() - began)
                 return self._start_spooling(request, f"after {time.monotonic() - began:.0f} s")
-            time.sleep(min(delay, max(0.0, timeout - (time.monotonic() - began))))
+            self._pause(min(delay, max(0.0, timeout - (time.monotonic() - began))))
             delay = min(2 * delay, 15.0)
             try:
                 reply = self._dispatch(request)
@@ -132,18 +138,31 @@ class Session:
                     raise
                 continue
             lasted = time.monotonic() - began
-            self.outages.append(lasted)
+            self._note_outage(lasted)
             late = sum(len(b.rows) for b in request.batches) if isinstance(request, Epochs) else 0
             say(f"linreg_exp: the tracking store {uri} is back after {lasted:.0f} s; "
                 f"{late} epochs delivered late")  # fmt: skip
             return reply
 
+    def _pause(self, seconds: float) -> None:
+        """Sleep between tries, but not past the job saying it stops."""
+        until = time.monotonic() + seconds
+        while time.monotonic() < until and not self.stop_waiting():
+            time.sleep(min(0.25, max(0.0, until - time.monotonic())))
+
+    def _note_outage(self, lasted: float) -> None:
+        """An outage, on the runs that were open through it (their linreg.outages)."""
+        self.outages.append(lasted)
+        for run in self.runs.values():
+            run.outages.append(lasted)
+
     def _start_spooling(self, request: Request, why: str) -> Reply:
         """From now on every request goes to the spool, this one first."""
         assert self.request is not None and self.request.spool_dir is not None
         self.spool = Spool(self.request.spool_dir)
-        self.spool.begin(self.request, {k: run.run_id for k, run in self.runs.items()},
-                         self.parent_run_id)  # fmt: skip
+        runs = self.runs.items()
+        self.spool.begin(self.request, {k: run.run_id for k, run in runs}, self.parent_run_id,
+                         {k: run.last_step for k, run in runs})  # fmt: skip
         self.spool.experiment_id = self.experiment_id or self.spool.experiment_id
         for run in self.runs.values():
             if run.monitor is not None:
@@ -164,12 +183,16 @@ class Session:
             self.runs.pop(request.run, None)
         if isinstance(request, Close):
             self.runs.clear()
+            self.closed = True
         return self.spool.append(request)
 
     def _with_outages(self, request: FinishRun) -> FinishRun:
-        if not self.outages:
+        """Its run's outages in a tag; a run started while spooling had the last one's."""
+        run = self.runs.get(request.run)
+        outages = run.outages if run is not None else self.outages[-1:]
+        if not outages:
             return request
-        lasted = ", ".join(f"{seconds:.0f} s" for seconds in self.outages)
+        lasted = ", ".join(f"{seconds:.0f} s" for seconds in outages)
         return dataclasses.replace(request, tags={**request.tags, Tag.OUTAGES: lasted})
 
     def _log_outage(self, error: Exception) -> None:
@@ -234,7 +257,10 @@ class Session:
         return self.parent_run_id
 
     def _start(self, request: StartRun) -> Started:
-        if request.run in self.runs:  # its job never reported: the run must not stay open
+        open_run = self.runs.get(request.run)
+        if open_run is not None and not open_run.set_up:  # sent again after an outage
+            return self._set_up(request, open_run)
+        if open_run is not None:  # its job never reported: the run must not stay open
             self._end(request.run, KILLED, {Tag.OUTCOME: Outcome.INTERRUPTED,
                                             Tag.FAILURE: "never finished"})  # fmt: skip
         identity = {key: request.tags[key] for key in parent.IDENTITY if key in request.tags}
@@ -248,12 +274,17 @@ class Session:
             self._create_parent()
         tags = {**default_tags(), **request.tags}
         if self.parent_run_id is not None:
-            tags["mlflow.parentRunId"] = self.parent_run_id
+            tags[MLFLOW_PARENT_RUN_ID] = self.parent_run_id
         run = self._client.create_run(self.experiment_id, run_name=request.name, tags=tags)
-        run_id = run.info.run_id
-        self.runs[request.run] = open_run = _OpenRun(run_id)
+        self.runs[request.run] = open_run = _OpenRun(run.info.run_id)
+        return self._set_up(request, open_run)
+
+    def _set_up(self, request: StartRun, open_run: _OpenRun) -> Started:
+        """Log a new run's params, config and dataset. An outage leaves it open, to be set up
+        when the request comes again; another error ends it FAILED."""
+        run_id = open_run.run_id
         try:
-            if request.system_metrics:
+            if request.system_metrics and open_run.monitor is None:
                 open_run.monitor = SystemMetricsMonitor(run_id, tracking_uri=self._uri)
                 open_run.monitor.start()
             params = [Param(key, value[:6000]) for key, value in request.params.items()]
@@ -262,9 +293,11 @@ class Session:
             if request.dataset is not None:
                 self._client.log_inputs(run_id, [dataset_input(request.dataset)])
         except BaseException as error:
-            self._end(request.run, FAILED, {Tag.OUTCOME: Outcome.ERROR,
-                                            Tag.ERROR: describe_error(error)})  # fmt: skip
+            if not (isinstance(error, Exception) and is_outage(error)):
+                self._end(request.run, FAILED, {Tag.OUTCOME: Outcome.ERROR,
+                                                Tag.ERROR: describe_error(error)})  # fmt: skip
             raise
+        open_run.set_up = True
         return Started(request.run, run_id, self.experiment_id, self.parent_run_id)
 
     def _store(self, request: Epochs) -> Stored:
@@ -287,8 +320,10 @@ class Session:
         return self.runs[key]
 
     def _finish(self, request: FinishRun) -> Finished:
-        run_id = self._run(request.run).run_id
-        status, extra_tags = request.outcome.status, {}
+        """Log a run's outcome and end it. An outage leaves it open (sent again, it logs what
+        it has not: the model once), another error ends it FAILED."""
+        open_run = self._run(request.run)
+        run_id = open_run.run_id
         request = self._with_outages(request)
         try:
             now = int(time.time() * 1000)
@@ -302,21 +337,32 @@ class Session:
             for path, directory in files:
                 if Path(path).is_file():
                     self._client.log_artifact(run_id, path, directory)
-            if request.model is not None:
+            if request.model is not None and not open_run.model_logged:
                 model.log_model(self._client, self.experiment_id, run_id, request.model,
                                 request.metrics)  # fmt: skip
+                open_run.model_logged = True
         except BaseException as error:
-            status = FAILED
-            extra_tags = {Tag.OUTCOME: Outcome.ERROR, Tag.ERROR: describe_error(error)}
+            if isinstance(error, Exception) and is_outage(error):
+                raise
             self.failure = self.failure or f"could not log a job's outcome: {describe_error(error)}"
+            self._end(request.run, FAILED, {Tag.OUTCOME: Outcome.ERROR,
+                                            Tag.ERROR: describe_error(error)})  # fmt: skip
             raise
-        finally:
-            self._end(request.run, status, extra_tags)
+        self._end(request.run, request.outcome.status, {})
         return Finished(run_id)
 
     def _close(self, status: str | None, reason: str = "the job never finished") -> Closed:
+        """End what is still open, each run KILLED, then the sweep's parent. Sent again after
+        an outage, it ends what it had not."""
         for key in list(self.runs):
-            self._end(key, KILLED, {Tag.OUTCOME: Outcome.INTERRUPTED, Tag.FAILURE: reason})
+            try:
+                self._end(key, KILLED, {Tag.OUTCOME: Outcome.INTERRUPTED, Tag.FAILURE: reason})
+            except Exception as error:
+                if is_outage(error):
+                    raise
+                log.exception("could not end run %s", self.runs[key].run_id)
+                self.failure = self.failure or f"could not end a run: {describe_error(error)}"
+                del self.runs[key]
         summary = None
         sweep = self._parent
         if sweep is not None and self.parent_run_id is not None:
@@ -324,10 +370,19 @@ class Session:
                 status = FAILED
             # a child still RUNNING has vanished, unless its job may outlive this launcher
             reap = status is None or sweep.jobs != "scheduler"
-            parent_id, self.parent_run_id = self.parent_run_id, None
-            summary = parent.close(self._client, self.experiment_id, parent_id, status, reap,
-                                   sweep)  # fmt: skip
+            summary = parent.close(self._client, self.experiment_id, self.parent_run_id, status,
+                                   reap, sweep)  # fmt: skip
+            self.parent_run_id = None
+        self.closed = True
         return Closed(summary, self.failure)
+
+    def adopt(self, key: str, run_id: str, last_step: int = -1) -> bool:
+        """Take over a run the store has (sync: a spool's requests for it come next), if it is
+        still RUNNING there; one that ended before (a sync stopped half-way) is left alone."""
+        if self._client.get_run(run_id).info.status != "RUNNING":
+            return False
+        self.runs[key] = _OpenRun(run_id, last_step, set_up=True)
+        return True
 
     def close_all(self, reason: str) -> None:
         """The job is gone without a word (killed outright): end what it left open, KILLED."""
@@ -346,18 +401,22 @@ class Session:
         return self.request.tracking_uri
 
     def _end(self, key: str, status: str, tags: Mapping[str, str]) -> None:
-        run = self.runs.pop(key, None)
+        """End an open run; it stays open (to be ended when asked again) if the store is out."""
+        run = self.runs.get(key)
         if run is None:
             return
         if run.monitor is not None:  # its last samples are stored before the run ends
             run.monitor.finish()
+            run.monitor = None
         try:
             if tags:
                 self._client.log_batch(run.run_id, tags=run_tags(tags))
-        except Exception:  # the status matters more than these tags
+        except Exception as error:  # the status matters more than these tags
+            if is_outage(error):
+                raise
             log.warning("could not tag run %s", run.run_id, exc_info=True)
-        finally:
-            self._client.set_terminated(run.run_id, status)
+        self._client.set_terminated(run.run_id, status)
+        del self.runs[key]
 
 
 class InProcess:

@@ -19,9 +19,10 @@ import base64
 import json
 import pickle
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from linreg_exp.tracking.messages import (
@@ -67,8 +68,15 @@ class Spool:
     def started(self) -> bool:
         return self.path.exists()
 
-    def begin(self, request: Open, run_ids: dict[str, str], parent_run_id: str | None) -> None:
-        """Start spooling a tracker's requests: where they go, and the runs that exist already."""
+    def begin(
+        self,
+        request: Open,
+        run_ids: dict[str, str],
+        parent_run_id: str | None,
+        last_steps: Mapping[str, int] = MappingProxyType({}),
+    ) -> None:
+        """Start spooling a tracker's requests: where they go, the runs that exist already and
+        the last epoch each has stored (sync skips those the store has)."""
         self.owns_parent = request.parent is not None
         if parent_run_id is None and request.parent is not None and request.parent.jobs != "here":
             parent_run_id = placeholder()  # its jobs, elsewhere, need its id now
@@ -77,11 +85,11 @@ class Spool:
             self._write({"open": _encode(request), "parent_run_id": parent_run_id})
         self.parent_run_id = parent_run_id or self.parent_run_id
         for run, run_id in run_ids.items():
-            self.note_run(run, run_id)
+            self.note_run(run, run_id, last_steps.get(run, -1))
 
-    def note_run(self, run: str, run_id: str) -> None:
+    def note_run(self, run: str, run_id: str, last_step: int = -1) -> None:
         self.run_ids[run] = run_id
-        self._write({"run": run, "run_id": run_id})
+        self._write({"run": run, "run_id": run_id, "last_step": last_step})
 
     def append(self, request: Request) -> Reply:
         """Keep a request; answer it as the store would have (acknowledge)."""

@@ -29,7 +29,7 @@ from linreg_exp.tracking.messages import (
     Started,
     StartRun,
 )
-from linreg_exp.tracking.session import Session, _OpenRun
+from linreg_exp.tracking.session import Session
 from linreg_exp.tracking.spool import PLACEHOLDER, SPOOL_FILE, Spool, decode, is_offline
 from linreg_exp.tracking.uris import mask_uri
 
@@ -43,6 +43,7 @@ class _Replay:
     parent_run_id: str | None  # as the spool names it (maybe a placeholder)
     requests: list[tuple[int, Request]] = field(default_factory=list)  # (line, request)
     runs: dict[str, str] = field(default_factory=dict)  # run key -> id, as the spool named it
+    last_steps: dict[str, int] = field(default_factory=dict)  # run key -> its last epoch stored
     delivered: set[int] = field(default_factory=set)
     session: Session | None = None
 
@@ -72,6 +73,7 @@ def _read(spool: Spool) -> _Replay:
             raise TrackingError(f"{spool.path}: not a spool (no open entry first)")
         elif "run" in entry:
             replay.runs[entry["run"]] = entry["run_id"]
+            replay.last_steps[entry["run"]] = int(entry.get("last_step", -1))
         elif "request" in entry:
             replay.requests.append((index, decode(entry["request"])))
         elif "parent_run_id" in entry:
@@ -119,7 +121,7 @@ def _deliver(replay: _Replay, to: str | None, known: dict[str, str], closes: lis
     for key, run_id in replay.runs.items():  # runs the store has: their requests go to them
         real = known.get(run_id, run_id)
         if not _is_placeholder(real):
-            session.runs[key] = _OpenRun(real)
+            session.adopt(key, real, replay.last_steps.get(key, -1))
     count = 0
     for index, request in pending:
         if isinstance(request, Close) and replay.open.parent is not None:
