@@ -9,9 +9,9 @@ from __future__ import annotations
 import importlib
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
+from types import FrameType
 
 from linreg_exp import startup
 from linreg_exp.tracking.session import Session
@@ -21,9 +21,16 @@ def serve(conn: Connection, preload: Sequence[str] = ()) -> None:
     """Answer requests in order until the job hangs up; then end what it left open. A run
     waiting for a store that stopped answering waits no more once the job says it is stopping
     (SIGUSR1: Helper.stop_waiting) or is gone (its pipe closed)."""
-    stopping = threading.Event()
-    signal.signal(signal.SIGUSR1, lambda _signum, _frame: stopping.set())
-    session = Session(stop_waiting=lambda: stopping.is_set() or conn.poll())
+    stopping = False
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        # A plain flag, no lock (threading.Event takes one): the job may signal twice, and a
+        # second signal handled while the first handler holds a lock deadlocks on it.
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGUSR1, stop)
+    session = Session(stop_waiting=lambda: stopping or conn.poll())
     try:
         conn.send(session.handle(conn.recv()))  # Open: the job may be waiting for it
         for module in preload:

@@ -86,6 +86,7 @@ class Tracker:
         self.open_request = open_request
         self.spool: Spool | None = None  # the helper is gone: the job spools its requests
         self._run_ids: dict[str, str] = {}  # the runs the store named, by key
+        self._stopping = False  # stop_waiting was said
         self._queue: queue.Queue[tuple[Request, Future[Reply]]] = queue.Queue(maxsize=1)
         self._worker = threading.Thread(target=self._serve, name="linreg-tracker", daemon=True)
         self._worker.start()
@@ -135,7 +136,11 @@ class Tracker:
         return self.submit(request)
 
     def stop_waiting(self) -> None:
-        """The job is stopping: a store that does not answer is waited for no more."""
+        """The job is stopping: a store that does not answer is waited for no more (said
+        once; called from a signal handler, too)."""
+        if self._stopping:
+            return
+        self._stopping = True
         with contextlib.suppress(Exception):
             self.transport.stop_waiting()
 

@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import logging
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -423,11 +422,11 @@ class InProcess:
     """A Session in this process (a Transport), answering on the tracker's worker thread."""
 
     def __init__(self) -> None:
-        self.stopping = threading.Event()
-        self.session = Session(stop_waiting=self.stopping.is_set)
+        self.stopping = False  # a plain flag: set in a signal handler, where no lock is safe
+        self.session = Session(stop_waiting=lambda: self.stopping)
 
     def stop_waiting(self) -> None:
-        self.stopping.set()
+        self.stopping = True
 
     def request(self, message: Request) -> Reply:
         return self.session.handle(message)
