@@ -1340,15 +1340,19 @@ The job and its MLflow helper process run side by side; the wall time is the lon
 - **The helper**, started as soon as Hydra has composed the config: MLflow's imports (~1.85 s),
   opening the SQLite store (~0.73 s, its schema checked under the first-open lock), then
   matplotlib's import (~0.44 s) while the job trains; after the run, the pictures (0.3-0.45 s)
-  and the model (~0.5 s the first time in a process: MLflow builds the model's environment
-  description). Its chain ends after the job's training, so the run's end waits for it.
+  and the model (~0.4-0.5 s the first time in a process, most of it in
+  `mlflow.pyfunc.save_model` checking the model's pinned requirements against every installed
+  distribution: `importlib_metadata.packages_distributions()` reads each one's file list, 140
+  of them in the dev venv; ~0.04 s a model after that). Its chain ends after the job's
+  training, so the run's end waits for it.
 - **What was taken off the start-up path** (1.47-1.54x before the rebuild, measured in the
   issue): MLflow no longer imported in the job; the store opened in parallel with torch's
   import; matplotlib imported by the helper, not the job; the process ends once everything is
   stored instead of tearing down torch's and MLflow's modules.
 - **What the model added** (the results issue): logging the run's model costs ~0.5 s of the
   helper's time after training, which is on the run's critical path: the default run went from
-  ~1.27x to ~1.35x the bare script (paired whole-process medians). The job's CPU time is ~2x the
+  ~1.27x to ~1.35x the bare script (paired whole-process medians, then), and measured 1.48x in
+  the full bench of 2026-12-02 11:33 (1.29x with plots off). The job's CPU time is ~2x the
   bare script's: two interpreters import their libraries in parallel.
 """
 
