@@ -33,9 +33,10 @@ run: install
 	@echo
 	@echo "Look at: outputs/runs/ (plots and the job log), and the MLflow UI: make ui -> http://$(HOST):$(PORT)"
 
-## test: the whole suite, browser and PostgreSQL tests included, on 2 pytest-xdist workers (a
-## module's tests stay on one worker: tests/conftest.py); XDIST= runs it in this process
-XDIST ?= -n 2 --dist loadgroup
+## test: the whole suite, browser and PostgreSQL tests included, on 3 pytest-xdist workers (most
+## tests wait on subprocesses and servers; a module sharing a server or cluster stays on one
+## worker: tests/conftest.py); XDIST= runs it in this process
+XDIST ?= -n 3 --dist loadgroup
 test: install-dev system-deps
 	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -15,6 +16,12 @@ if TYPE_CHECKING:
     from tests.slurm import SlurmCluster
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Ctrl-C reaches the jobs the tests start, as it reaches a user's job in the foreground, even when
+# the suite itself runs as a background job: that starts with SIGINT ignored, and its children
+# would inherit that (and keep it, as linreg_exp does for a background job).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 CONF_DIR = REPO / "conf"
 
 
@@ -52,27 +59,32 @@ def run_cli(
     )
 
 
-# Modules that take minutes, longest first: pytest-xdist hands groups to its workers in the
-# order they are collected, so these start first and the short ones fill in around them.
-LONG_MODULES = ("test_outages", "test_slurm", "test_server", "test_batched", "test_reliability")
+# Modules whose tests share what a module-scoped fixture starts (servers, a SLURM cluster, wheel
+# venvs): each is one pytest-xdist group, run by one worker, so that it starts once; both SLURM
+# modules are one group (one cluster at a time on this machine). Other tests go to any worker.
+SHARED_FIXTURES = ("test_slurm", "test_server", "test_packaging", "test_cli")
+# The modules that take minutes, longest first: pytest-xdist hands out work in the order it was
+# collected, so these start first and the short tests fill in around them.
+LONG_MODULES = ("test_outages", "test_slurm", "test_sweeps", "test_server", "test_batched",
+                "test_reliability", "test_packaging", "test_concurrency")  # fmt: skip
 
 
-def group_of(item: pytest.Item) -> str:
-    """One pytest-xdist group a module (its module-scoped servers start once), one for both
-    SLURM modules (one cluster at a time on this machine)."""
+def module_of(item: pytest.Item) -> str:
     module = getattr(item, "module", None)
     name = module.__name__.rsplit(".", 1)[-1] if module is not None else item.nodeid
     return "test_slurm" if name.startswith("test_slurm") else name
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which reads the groups' marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
-        group = group_of(item)
-        return LONG_MODULES.index(group) if group in LONG_MODULES else len(LONG_MODULES)
+        module = module_of(item)
+        return LONG_MODULES.index(module) if module in LONG_MODULES else len(LONG_MODULES)
 
     items.sort(key=rank)  # stable: a module's own order is kept
     for item in items:
-        item.add_marker(pytest.mark.xdist_group(group_of(item)))
+        if module_of(item) in SHARED_FIXTURES:
+            item.add_marker(pytest.mark.xdist_group(module_of(item)))
 
 
 @pytest.fixture(scope="module")

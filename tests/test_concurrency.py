@@ -92,3 +92,43 @@ def test_single_runs_and_sweeps_share_a_brand_new_store(tmp_path: Path) -> None:
     outputs = [process.communicate(timeout=300)[0] for process in processes]
     assert [p.returncode for p in processes] == [0] * len(commands), "\n".join(outputs)
     assert runs_by_status(db) == {"FINISHED": 3 + 2 * 3}  # a sweep: a parent and two children
+
+
+# One process: runs on the same data, each logging its dataset input at a time shared with the
+# other processes (MLflow's store looks a dataset up, then inserts it: they race on its key).
+SAME_DATA = """
+import sys, time
+from linreg_exp.tracking.messages import DatasetInfo, Open
+from linreg_exp.tracking.session import Session
+
+uri, start_at = sys.argv[1], float(sys.argv[2])
+session = Session()
+opened = session.handle(Open(uri, "linreg"))
+client = session.client
+run_ids = [client.create_run(opened.experiment_id).info.run_id for _ in range(20)]
+for i, run_id in enumerate(run_ids):
+    time.sleep(max(0.0, start_at + 0.2 * i - time.time()))
+    session._log_dataset(run_id, DatasetInfo("linreg_default", f"digest{i}", {"seed": i}))
+"""
+
+
+def test_jobs_on_the_same_data_log_it_at_once(tmp_path: Path) -> None:
+    """The jobs of a sweep often share their data (the same seed) and log it as the same
+    dataset at the same moment, from parallel processes (joblib, SLURM): each run gets it."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    subprocess.run([sys.executable, "-c", "from linreg_exp.tracking.store import open_store; "
+                    f"open_store({uri!r}, 'linreg')"], env=cli_env(), check=True)  # fmt: skip
+    start_at = time.time() + 6
+    command = [sys.executable, "-c", SAME_DATA, uri, str(start_at)]
+    processes = [
+        subprocess.Popen(
+            command, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for _ in range(3)
+    ]
+    outputs = [process.communicate(timeout=180)[0] for process in processes]
+    assert [p.returncode for p in processes] == [0] * 3, "\n".join(outputs)
+    with sqlite3.connect(tmp_path / "mlflow.db") as connection:
+        inputs = connection.execute("select count(*) from inputs").fetchone()[0]
+        datasets = connection.execute("select count(*) from datasets").fetchone()[0]
+    assert (inputs, datasets) == (60, 20)

@@ -21,6 +21,7 @@ from pathlib import Path
 from mlflow.data.code_dataset_source import CodeDatasetSource
 from mlflow.entities import Dataset as DatasetEntity
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
@@ -290,7 +291,7 @@ class Session:
             self._client.log_batch(run_id, params=params)
             self._client.log_dict(run_id, request.config, "config.yaml")
             if request.dataset is not None:
-                self._client.log_inputs(run_id, [dataset_input(request.dataset)])
+                self._log_dataset(run_id, request.dataset)
         except BaseException as error:
             if not (isinstance(error, Exception) and is_outage(error)):
                 self._end(request.run, FAILED, {Tag.OUTCOME: Outcome.ERROR,
@@ -298,6 +299,17 @@ class Session:
             raise
         open_run.set_up = True
         return Started(request.run, run_id, self.experiment_id, self.parent_run_id)
+
+    def _log_dataset(self, run_id: str, info: DatasetInfo) -> None:
+        """The run's dataset input. Jobs of one sweep often share their data (the same seed), and
+        two logging it at once race in MLflow's store, which looks a dataset up before inserting
+        it: the loser hits the unique key, and its second try finds the dataset stored."""
+        try:
+            self._client.log_inputs(run_id, [dataset_input(info)])
+        except MlflowException as error:
+            if is_outage(error) or "unique" not in str(error).lower():
+                raise
+            self._client.log_inputs(run_id, [dataset_input(info)])
 
     def _store(self, request: Epochs) -> Stored:
         stored = 0
