@@ -125,6 +125,8 @@ def test_outages_of_25_s_and_of_minutes_lose_nothing_and_say_two_lines_each(
             if seconds is not None:
                 outage(server, seconds)
                 continue
+            back_at = time.time()
+            time.sleep(12)  # MLflow's sampler takes a sample every 10 s
             job.send_signal(signal.SIGTERM)
             _, stderr = job.communicate(timeout=120)
             assert job.returncode == 128 + signal.SIGTERM, stderr
@@ -133,7 +135,9 @@ def test_outages_of_25_s_and_of_minutes_lose_nothing_and_say_two_lines_each(
             assert steps == list(range(epochs_done(stderr)))  # every epoch, once, in order
             assert run.info.status == "KILLED"
             assert re.fullmatch(r"\d+ s, \d+ s", run.data.tags["linreg.outages"])
-    assert "Traceback" not in stderr
+            cpu = client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
+            assert max(m.timestamp for m in cpu) > back_at * 1000  # sampled after the outages too
+    assert "Traceback" not in stderr and "WARNING" not in stderr, stderr
     lines = [line for line in stderr.splitlines() if "tracking store" in line]
     assert len(lines) == 4, stderr  # two an outage: when it begins, when it ends
     assert "does not answer" in lines[0] and "is back after" in lines[1]

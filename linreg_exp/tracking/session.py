@@ -56,6 +56,18 @@ from linreg_exp.vocab import FAILED, KILLED, Outcome, Tag
 log = logging.getLogger(__name__)
 
 OUTAGE_LOG = "mlflow-outages.log"  # an outage's whole error, beside the spool
+SAMPLER_LOG = "mlflow.system_metrics.system_metrics_monitor"
+
+
+class _SamplerLostTheStore(logging.Filter):
+    """MLflow's system-metrics sampler stops when the store does not answer, and says so: an
+    outage is the Session's to say (two lines), and it starts the samplers again after."""
+
+    SAYINGS = ("Failed to get mlflow run", "Failed to log system metrics",
+               "Error terminating system metrics")  # fmt: skip
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.SAYINGS)
 
 
 def say(line: str) -> None:
@@ -97,6 +109,9 @@ class Session:
         self.runs: dict[str, _OpenRun] = {}  # by the tracker's key
         self.failure: str | None = None  # the first outcome that could not be logged
         self.closed = False  # Close was answered: nothing is left to end
+        sampler_log = logging.getLogger(SAMPLER_LOG)
+        if not any(isinstance(f, _SamplerLostTheStore) for f in sampler_log.filters):
+            sampler_log.addFilter(_SamplerLostTheStore())
 
     def handle(self, request: Request) -> Reply:
         """Answer one request; an error is a Failed reply, and the session goes on."""
@@ -139,10 +154,21 @@ class Session:
                 continue
             lasted = time.monotonic() - began
             self._note_outage(lasted)
+            self._restart_samplers()
             late = sum(len(b.rows) for b in request.batches) if isinstance(request, Epochs) else 0
             say(f"linreg_exp: the tracking store {uri} is back after {lasted:.0f} s; "
                 f"{late} epochs delivered late")  # fmt: skip
             return reply
+
+    def _restart_samplers(self) -> None:
+        """The store is back: each run's system-metrics sampler, which stopped when the store
+        did not answer, goes on from its last step."""
+        for run in self.runs.values():
+            if run.monitor is not None:
+                run.monitor.finish()
+                run.monitor = SystemMetricsMonitor(run.run_id, tracking_uri=self._uri,
+                                                   resume_logging=True)  # fmt: skip
+                run.monitor.start()
 
     def _pause(self, seconds: float) -> None:
         """Sleep between tries, but not past the job saying it stops."""
