@@ -37,9 +37,9 @@ def main() -> None:
     cli([f"hydra.run.dir={work / 'run'}"], work, store)
     for name in ("loss_curve.png", "fit.png", "training.gif"):
         shutil.copy(work / "run" / name, IMAGES / name)
-    sweep_dir = work / "sweep"
+    sweep_dir = work / "sweep"  # its jobs draw pictures: sweep.png shows their loss curves
     cli(["-m", "optimizer.lr=0.001,0.003,0.01,0.03,0.1", "loss=l1,mse", "trainer.epochs=300",
-         "plots.enabled=false", f"hydra.sweep.dir={sweep_dir}"], work, store)  # fmt: skip
+         f"hydra.sweep.dir={sweep_dir}"], work, store)  # fmt: skip
     shutil.copy(sweep_dir / "sweep.png", IMAGES / "sweep.png")
     screenshot_ui(store, work)
     shutil.rmtree(work, ignore_errors=True)

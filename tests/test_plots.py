@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -79,5 +80,8 @@ def test_sweep_figure_marks_diverged_jobs(tmp_path: Path) -> None:
     final_axis = figure.axes[0]
     assert final_axis.get_xscale() == "log"
     assert "diverged" in [t.get_text() for t in final_axis.get_legend().get_texts()]
+    assert len(figure.axes) == 2  # and the loss curves
     with Image.open(plots.save_figure(figure, tmp_path / "sweep.png")) as image:
         assert image.format == "PNG"
+    without_curves = [dataclasses.replace(job, loss_curve=[]) for job in jobs]  # plots off
+    assert len(plots.sweep_figure(without_curves, ["optimizer.lr"]).axes) == 1

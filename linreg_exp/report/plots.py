@@ -190,9 +190,14 @@ def _distinct_keys(jobs: Sequence[SweepJob], keys: Sequence[str]) -> list[str]:
 def sweep_figure(
     jobs: Sequence[SweepJob], swept: Sequence[str], measure: str = "final loss"
 ) -> Figure:
-    """`measure` against the swept parameter, one line per other choice; all loss curves."""
-    fig = Figure(figsize=(11, 4.2), dpi=100)
-    ax_final, ax_curves = fig.subplots(1, 2)
+    """`measure` against the swept parameter, one line per other choice; all loss curves, where
+    the jobs drew them (plots.enabled: a sweep with plots off has none, and no empty panel)."""
+    with_curves = any(job.loss_curve for job in jobs)
+    fig = Figure(figsize=(11, 4.2) if with_curves else (6, 4.2), dpi=100)
+    if with_curves:
+        ax_final, ax_curves = fig.subplots(1, 2)
+    else:
+        ax_final, ax_curves = fig.subplots(1, 1), None
     numeric = [k for k in swept if all(_as_float(j.params.get(k, "")) is not None for j in jobs)]
     x_key = "optimizer.lr" if "optimizer.lr" in numeric else (numeric[0] if numeric else None)
     others = _distinct_keys(jobs, [k for k in swept if k != x_key])
@@ -215,7 +220,7 @@ def sweep_figure(
         if failed:
             ax_final.scatter(failed, [ceiling] * len(failed), marker="x", s=60, color=color)
         for _, job in ordered:
-            if job.loss_curve:
+            if job.loss_curve and ax_curves is not None:
                 ax_curves.plot(*zip(*job.loss_curve, strict=True), color=color, alpha=0.6, lw=1)
     if any(j.diverged for j in jobs):
         ax_final.scatter([], [], marker="x", color="black", label="diverged")
@@ -223,11 +228,11 @@ def sweep_figure(
         ax_final.set_xscale("log")
     if _spans_decades(finite):
         ax_final.set_yscale("log")
-    curves = [v for j in jobs for _, v in j.loss_curve]
-    if _spans_decades(curves):
-        ax_curves.set_yscale("log")
     ax_final.set(xlabel=x_key or "job", ylabel=measure, title=f"{measure} per job")
     ax_final.legend(fontsize=8)
-    ax_curves.set(xlabel="epoch", ylabel="loss", title="Loss curves of all jobs")
+    if ax_curves is not None:
+        if _spans_decades([v for j in jobs for _, v in j.loss_curve]):
+            ax_curves.set_yscale("log")
+        ax_curves.set(xlabel="epoch", ylabel="loss", title="Loss curves of all jobs")
     fig.tight_layout()
     return fig
