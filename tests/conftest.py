@@ -16,13 +16,13 @@ if TYPE_CHECKING:
     from tests.slurm import SlurmCluster
 
 REPO = Path(__file__).resolve().parent.parent
+CONF_DIR = REPO / "conf"
 
 # Ctrl-C reaches the jobs the tests start, as it reaches a user's job in the foreground, even when
 # the suite itself runs as a background job: that starts with SIGINT ignored, and its children
 # would inherit that (and keep it, as linreg_exp does for a background job).
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
-CONF_DIR = REPO / "conf"
 
 
 def cli_env(tracking_uri: str | None = None, **extra: str) -> dict[str, str]:

@@ -166,9 +166,13 @@ class Session:
         for run in self.runs.values():
             if run.monitor is not None:
                 run.monitor.finish()
-                run.monitor = SystemMetricsMonitor(run.run_id, tracking_uri=self._uri,
-                                                   resume_logging=True)  # fmt: skip
-                run.monitor.start()
+                run.monitor = self._sampler(run.run_id, resume=True)
+
+    def _sampler(self, run_id: str, resume: bool = False) -> SystemMetricsMonitor:
+        """MLflow's sampler of the machine for a run, started (from its last step: `resume`)."""
+        sampler = SystemMetricsMonitor(run_id, tracking_uri=self._uri, resume_logging=resume)
+        sampler.start()
+        return sampler
 
     def _pause(self, seconds: float) -> None:
         """Sleep between tries, but not past the job saying it stops."""
@@ -311,8 +315,7 @@ class Session:
         run_id = open_run.run_id
         try:
             if request.system_metrics and open_run.monitor is None:
-                open_run.monitor = SystemMetricsMonitor(run_id, tracking_uri=self._uri)
-                open_run.monitor.start()
+                open_run.monitor = self._sampler(run_id)
             params = [Param(key, value[:6000]) for key, value in request.params.items()]
             self._client.log_batch(run_id, params=params)
             self._client.log_dict(run_id, request.config, "config.yaml")
