@@ -310,16 +310,18 @@ def test_training_waits_for_a_slow_store_and_stays_seconds_ahead(store: str) -> 
     link = SlowLink(seconds_per_epoch=0.001)  # 1,000 epochs a second
     tracker = Tracker(link, Open(store, "linreg"))
     run = tracker.start_run(start(), log_every_seconds=0.2)
-    step, deadline, most_ahead = 0, time.monotonic() + 6, 0
+    step, deadline, most_ahead, largest_batch = 0, time.monotonic() + 6, 0, 0
     while time.monotonic() < deadline:  # as fast as it can: far faster than the store
         run.epoch(step, epoch())
         step += 1
         most_ahead = max(most_ahead, step - link.stored)
+        # the batch size follows the store's measured rate, which a busy machine lowers late
+        largest_batch = max(largest_batch, tracker.batch_limit)
     started = time.monotonic()
     finished(run.finish(Outcome.INTERRUPTED))
     catch_up = time.monotonic() - started
     tracker.close()
-    assert most_ahead <= 4 * tracker.batch_limit + 2 * recorder.FIRST_BATCH
+    assert most_ahead <= 4 * largest_batch + 2 * recorder.FIRST_BATCH
     assert catch_up < 4.5, catch_up  # a few seconds of the store's time, not minutes
     assert link.stored == step  # and nothing was dropped
     assert len(MlflowClient(store).get_metric_history(run.started().run_id, "loss")) == step
