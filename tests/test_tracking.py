@@ -245,7 +245,7 @@ def test_the_first_epochs_reach_the_store_within_seconds(store: str) -> None:
     run_id = run.started().run_id
     client, started, step = MlflowClient(store), time.monotonic(), 0
     while not client.get_metric_history(run_id, "loss"):  # training goes on meanwhile
-        assert time.monotonic() - started < 2.5, "no epoch stored yet"
+        assert time.monotonic() - started < 5, "no epoch stored yet"  # ~0.1 s when idle
         for _ in range(10):
             run.epoch(step, epoch())
             step += 1
@@ -293,11 +293,15 @@ class SlowLink:
         self.inner = InProcess()
         self.delay = seconds_per_epoch
         self.stored = 0
+        self.busy = 0.0  # seconds spent carrying and storing epochs
 
     def request(self, message: Request) -> Reply:
+        started = time.monotonic()
         if isinstance(message, Epochs):
             time.sleep(self.delay * sum(len(batch.rows) for batch in message.batches))
         reply = self.inner.request(message)
+        if isinstance(message, Epochs):
+            self.busy += time.monotonic() - started
         if isinstance(reply, Stored):
             self.stored += reply.count
         return reply
@@ -317,11 +321,13 @@ def test_training_waits_for_a_slow_store_and_stays_seconds_ahead(store: str) -> 
         most_ahead = max(most_ahead, step - link.stored)
         # the batch size follows the store's measured rate, which a busy machine lowers late
         largest_batch = max(largest_batch, tracker.batch_limit)
-    started = time.monotonic()
+    started, busy_before = time.monotonic(), link.busy
     finished(run.finish(Outcome.INTERRUPTED))
-    catch_up = time.monotonic() - started
+    catch_up, storing = time.monotonic() - started, link.busy - busy_before
     tracker.close()
+    # training stayed a few batches, i.e. a few seconds of the store's time, ahead ...
     assert most_ahead <= 4 * largest_batch + 2 * recorder.FIRST_BATCH
-    assert catch_up < 4.5, catch_up  # a few seconds of the store's time, not minutes
+    # ... and catching up is storing that backlog, not waiting (both slow alike when busy)
+    assert catch_up < storing + 1.5, (catch_up, storing)
     assert link.stored == step  # and nothing was dropped
     assert len(MlflowClient(store).get_metric_history(run.started().run_id, "loss")) == step
