@@ -98,6 +98,12 @@ def epochs_done(stderr: str) -> int:
     return int(re.search(r"interrupted after (\d+) epochs", stderr).group(1))  # type: ignore[union-attr]
 
 
+def latest_cpu_sample(client: MlflowClient, run_id: str) -> int:
+    """When MLflow's system-metrics sampler last stored a sample for the run (ms)."""
+    cpu = client.get_metric_history(run_id, "system/cpu_utilization_percentage")
+    return max((m.timestamp for m in cpu), default=0)
+
+
 def outage(server: Server, seconds: float) -> None:
     """Stop the server (its whole process group), check it is down, start it again later."""
     assert server.server is not None
@@ -125,8 +131,9 @@ def test_outages_of_25_s_and_of_minutes_lose_nothing_and_say_two_lines_each(
             if seconds is not None:
                 outage(server, seconds)
                 continue
-            back_at = time.time()
-            time.sleep(12)  # MLflow's sampler takes a sample every 10 s
+            back_at, run_id = time.time(), only_run(client).info.run_id
+            sampled = lambda r=run_id, t=back_at: latest_cpu_sample(client, r) > t * 1000  # noqa: E731
+            wait_for("a CPU sample after the outages", sampled)  # MLflow's sampler: every 10 s
             job.send_signal(signal.SIGTERM)
             _, stderr = job.communicate(timeout=120)
             assert job.returncode == 128 + signal.SIGTERM, stderr
@@ -135,8 +142,6 @@ def test_outages_of_25_s_and_of_minutes_lose_nothing_and_say_two_lines_each(
             assert steps == list(range(epochs_done(stderr)))  # every epoch, once, in order
             assert run.info.status == "KILLED"
             assert re.fullmatch(r"\d+ s, \d+ s", run.data.tags["linreg.outages"])
-            cpu = client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
-            assert max(m.timestamp for m in cpu) > back_at * 1000  # sampled after the outages too
     assert "Traceback" not in stderr and "WARNING" not in stderr, stderr
     lines = [line for line in stderr.splitlines() if "tracking store" in line]
     assert len(lines) == 4, stderr  # two an outage: when it begins, when it ends
