@@ -48,7 +48,7 @@ def runs_by_status(db: Path) -> dict[str, int]:
         return dict(rows.fetchall())
 
 
-@pytest.mark.parametrize("attempt", range(3))
+@pytest.mark.parametrize("attempt", range(2))  # without the store lock, 2 of 2 lost runs
 def test_six_processes_open_a_brand_new_store_at_once(tmp_path: Path, attempt: int) -> None:
     db = tmp_path / "new" / "mlflow.db"
     start_at = time.time() + 6  # about when six interpreters have imported MLflow on 2 cores
