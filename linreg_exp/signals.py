@@ -78,7 +78,7 @@ def _slurm_seconds_left() -> int | None:
     try:
         left = subprocess.run(
             ["squeue", "-h", "-j", os.environ["SLURM_JOB_ID"], "-o", "%L"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True, text=True, timeout=15, check=True,
         ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return None

@@ -37,8 +37,9 @@ COMMANDS = [
 
 CLUSTER_NAME = "linreg"
 PARTITION = "debug"
-# Seconds between the SIGTERM and the SIGKILL that end a cancelled or timed-out job (default 30).
-KILL_WAIT = 5
+# Seconds between the SIGTERM and the SIGKILL that end a cancelled or timed-out job: SLURM's
+# default, so that a job on a loaded test machine stops itself well before the SIGKILL.
+KILL_WAIT = 30
 # Seconds a finished job stays in slurmctld's memory (squeue, scontrol) before only sacct knows
 # it (default 300).
 MIN_JOB_AGE = 5
@@ -170,6 +171,14 @@ def _memory_mb() -> int:
     return 1024
 
 
+def _setup_step(args: list[str], cwd: Path, timeout: float) -> None:
+    """Run one set-up command; if it fails, say what it printed (CalledProcessError does not)."""
+    done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    if done.returncode != 0:
+        output = (done.stdout + done.stderr)[-3000:]
+        raise RuntimeError(f"{Path(args[0]).name} exited {done.returncode}:\n{output}")
+
+
 @contextmanager
 def slurm_cluster(timeout: float = 60) -> Iterator[SlurmCluster]:
     """Start the cluster (see the module docstring), yield it, stop it and remove its temp dir."""
@@ -183,14 +192,11 @@ def slurm_cluster(timeout: float = 60) -> Iterator[SlurmCluster]:
     try:
         # MariaDB: a fresh datadir, root logs in over the Unix socket (as the OS user root).
         db_port, db_sock, db_log = free_port(), root / "mysqld.sock", root / "mysqld.log"
-        subprocess.run(
-            [
-                str(BIN / "mariadb-install-db"), "--no-defaults", f"--datadir={root / 'db'}",
-                "--user=root", "--auth-root-authentication-method=socket", "--skip-test-db",
-                "--skip-name-resolve", *_INNODB,
-            ],
-            check=True, capture_output=True, timeout=timeout, cwd=root,
-        )  # fmt: skip
+        _setup_step([
+            str(BIN / "mariadb-install-db"), "--no-defaults", f"--datadir={root / 'db'}",
+            "--user=root", "--auth-root-authentication-method=socket", "--skip-test-db",
+            "--skip-name-resolve", *_INNODB,
+        ], root, timeout)  # fmt: skip
         mariadbd = [
             str(SBIN / "mariadbd"), "--no-defaults", f"--datadir={root / 'db'}",
             f"--socket={db_sock}", f"--pid-file={root / 'mysqld.pid'}", f"--log-error={db_log}",
@@ -211,7 +217,7 @@ def slurm_cluster(timeout: float = 60) -> Iterator[SlurmCluster]:
             lambda: db_sock.exists() and _succeeds([*mariadb, "-e", "SELECT 1"], env)(),
             procs, [db_log, root / "mysqld.out"], timeout,
         )  # fmt: skip
-        subprocess.run([*mariadb, "-e", sql], check=True, capture_output=True, timeout=timeout)
+        _setup_step([*mariadb, "-e", sql], root, timeout)
 
         # munged with its own key and socket; slurm.conf and slurmdbd.conf name the socket.
         munge_dir = root / "munge"
@@ -304,7 +310,10 @@ PartitionName={PARTITION} Nodes={node} Default=YES MaxTime=INFINITE State=UP
 
         def idle() -> bool:
             sinfo = [str(BIN / "sinfo"), "-h", "-o", "%T"]
-            result = subprocess.run(sinfo, env=env, capture_output=True, text=True, timeout=15)
+            try:
+                result = subprocess.run(sinfo, env=env, capture_output=True, text=True, timeout=15)
+            except subprocess.TimeoutExpired:  # a busy machine: ask again
+                return False
             return result.stdout.strip() == "idle"
 
         _wait("slurmd", idle, procs, ctld_logs, timeout)

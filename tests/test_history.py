@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from linreg_exp.history import History
@@ -25,6 +25,7 @@ def test_a_short_run_keeps_every_epoch() -> None:
     assert history.final["weight"] == 998.0 and history.final["bias"] == 1497.0
 
 
+@settings(deadline=None)  # a busy test machine can pause any example past the 200 ms default
 @given(epochs=st.integers(1, 5000), capacity=st.integers(4, 64))
 def test_a_long_run_keeps_a_bounded_even_sample_with_both_ends(epochs: int, capacity: int) -> None:
     history = filled(epochs, capacity)

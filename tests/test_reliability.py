@@ -109,7 +109,7 @@ def test_unreachable_tracking_server_fails_fast(tmp_path: Path) -> None:
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "cannot open the tracking store" in lines[0], result.stderr
-    assert elapsed < 30, elapsed
+    assert elapsed < 60, elapsed  # MLflow's own retries would take some 4 minutes
 
 
 @pytest.mark.slow
@@ -202,7 +202,7 @@ def test_a_long_run_streams_its_epochs_while_it_trains(tmp_path: Path, store: st
         first = wait_for_points(tmp_path / "mlflow.db", process)
         started = time.monotonic()
         second = wait_for_points(tmp_path / "mlflow.db", process, more_than=first)
-        assert time.monotonic() - started < 5  # batches about once a second
+        assert time.monotonic() - started < 15  # batches about once a second; a busy machine
         assert second > first > 0
     finally:
         process.kill()
@@ -223,7 +223,7 @@ def test_signal_ends_the_run_killed_with_every_epoch_done(
     exit_seconds = time.monotonic() - signalled
     assert process.returncode == 128 + signum, stderr
     assert "Traceback" not in stderr
-    assert exit_seconds < 10, exit_seconds  # 5 s promised; slack for a loaded test machine
+    assert exit_seconds < 30, exit_seconds  # a stop, not a hang: make bench times the 5 s promise
     done = int(re.search(r"interrupted after (\d+) epochs", stderr).group(1))  # type: ignore[union-attr]
     client = MlflowClient(store)
     (run,) = client.search_runs([client.get_experiment_by_name("linreg").experiment_id])
@@ -239,7 +239,7 @@ def wait_until_ended(store: str, count: int = 1) -> list[Run]:
     """The runs in the store once none is RUNNING (the helper ends them after a hard kill)."""
     client = MlflowClient(store)
     experiment_id = client.get_experiment_by_name("linreg").experiment_id
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     runs = client.search_runs([experiment_id])
     while "RUNNING" in {r.info.status for r in runs}:
         assert time.monotonic() < deadline, "a run was left RUNNING"

@@ -162,13 +162,11 @@ def test_scancel_ends_every_run_killed_and_the_launcher_exits(
             timeout=cluster.kill_wait + 30,
         )
         killed_after = time.monotonic() - cancelled
-        code, output = finish(launcher, timeout=120)
-        exited_after = time.monotonic() - cancelled
+        code, output = finish(launcher, timeout=120)  # at submitit's next sacct poll
     finally:
         if launcher.poll() is None:
             launcher.kill()
-    assert killed_after < cluster.kill_wait + 10, killed_after  # before SLURM's SIGKILL
-    assert exited_after < 90, exited_after
+    assert killed_after < cluster.kill_wait, killed_after  # the jobs stopped before the SIGKILL
     assert code != 0
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, output
@@ -195,7 +193,8 @@ def test_the_time_limit_ends_the_run_killed_and_says_so(
     launcher = start_sweep(cluster, args, tmp_path)
     db = tmp_path / "mlflow.db"
     try:  # the launcher learns of it at submitit's next sacct poll: the scancel test waits it out
-        wait_for("the job's run KILLED", lambda: [s for _, s, _ in statuses(db)] == ["KILLED"])
+        wait_for("the job's run KILLED", lambda: [s for _, s, _ in statuses(db)] == ["KILLED"],
+                 timeout=240)  # fmt: skip
     finally:
         launcher.terminate()
         finish(launcher, timeout=120)

@@ -46,4 +46,4 @@ def test_a_cancelled_job_is_cancelled_in_sacct(cluster: SlurmCluster) -> None:
     job_id = sbatch(cluster, "sleep 600")
     wait_running(cluster, job_id, timeout=30)
     cluster.run("scancel", job_id)
-    wait_state(cluster, job_id, "CANCELLED", timeout=5)
+    wait_state(cluster, job_id, "CANCELLED", timeout=30)

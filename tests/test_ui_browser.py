@@ -28,7 +28,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, run_cli
 from tests.servers import CHROMIUM, MlflowServer, mlflow_server
-from tests.test_reliability import start_endless_run, wait_for_points
+from tests.test_reliability import points_stored, start_endless_run, wait_for_points
 
 pytestmark = pytest.mark.slow
 
@@ -151,11 +151,14 @@ def test_a_running_runs_chart_grows_while_it_trains(tmp_path: Path) -> None:
                           f"{run.info.run_id}")  # fmt: skip
                 card = _metric_card(page, "loss", expect)
                 first = _last_step_drawn(card)
-                time.sleep(2)  # more epochs reach the store meanwhile
-                page.clock.fast_forward(31_000)
-                deadline = time.monotonic() + 30
+                db = tmp_path / "mlflow.db"
+                wait_for_points(db, process, more_than=points_stored(db))  # a batch more
+                deadline, refreshed = time.monotonic() + 60, 0.0
                 while (last := _last_step_drawn(card)) <= first:
                     assert time.monotonic() < deadline, f"the chart stayed at step {last}"
+                    if time.monotonic() - refreshed > 5:  # the next refresh, if one came early
+                        page.clock.fast_forward(31_000)
+                        refreshed = time.monotonic()
                     time.sleep(0.25)
                 assert run.info.status == "RUNNING"
         finally:
