@@ -109,6 +109,8 @@ run_ids = [client.create_run(opened.experiment_id).info.run_id for _ in range(20
 for i, run_id in enumerate(run_ids):
     time.sleep(max(0.0, start_at + 0.2 * i - time.time()))
     session._log_dataset(run_id, DatasetInfo("linreg_default", f"digest{i}", {"seed": i}))
+for run_id in run_ids:
+    client.set_terminated(run_id)
 """
 
 
@@ -132,3 +134,4 @@ def test_jobs_on_the_same_data_log_it_at_once(tmp_path: Path) -> None:
         inputs = connection.execute("select count(*) from inputs").fetchone()[0]
         datasets = connection.execute("select count(*) from datasets").fetchone()[0]
     assert (inputs, datasets) == (60, 20)
+    assert runs_by_status(tmp_path / "mlflow.db") == {"FINISHED": 60}  # none left RUNNING
