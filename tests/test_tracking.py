@@ -3,6 +3,7 @@ helper process: one protocol, the same results."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -274,15 +275,68 @@ class FlakyLink:
 def test_a_batch_the_store_lost_stops_training_and_the_run_ends_failed(store: str) -> None:
     tracker = Tracker(FlakyLink(lose=2), Open(store, "linreg"))
     run = tracker.start_run(start(), log_every_seconds=0.05)
+    step, hang_guard = 0, time.monotonic() + 120
     with pytest.raises(RuntimeError, match="the link dropped the batch"):
-        for step in range(1_000_000):
+        while time.monotonic() < hang_guard:
             run.epoch(step, epoch())
-            time.sleep(0.001)
+            step += 1
     error_tags = {"linreg.error": "the link dropped the batch"}
     finished(run.finish(Outcome.ERROR, tags=error_tags))
     assert tracker.close().error is None
     logged = MlflowClient(store).get_run(run.started().run_id)
     assert logged.info.status == "FAILED" and logged.data.tags["linreg.outcome"] == "error"
+    assert "not stored" in logged.data.tags["linreg.error"]
+
+
+class LateAnswerLink:
+    """A real in-process Session behind a link that answers batch 2 (with a failure) only after
+    the job has queued batch 3: the race a loaded machine runs, driven on purpose."""
+
+    def __init__(self) -> None:
+        self.inner, self.batches = InProcess(), 0
+        self.holding = threading.Event()  # batch 2 is in the link, unanswered
+        self.answer = threading.Event()  # the test says: answer it now
+
+    def request(self, message: Request) -> Reply:
+        if isinstance(message, Epochs):
+            self.batches += 1
+            if self.batches == 2:
+                self.holding.set()
+                assert self.answer.wait(60), "hang guard"
+                return Failed("the store lost batch 2", user_error=False)
+        return self.inner.request(message)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_lost_batch_answered_after_the_next_was_queued_is_seen(store: str) -> None:
+    link = LateAnswerLink()
+    tracker = Tracker(link, Open(store, "linreg"))
+    run = tracker.start_run(start(), log_every_seconds=3600)  # batches leave when we say
+    run.epoch(0, epoch())
+    run.group._send()  # batch 1: stored
+    run.epoch(1, epoch())
+    run.group._send()  # batch 2: held in the link
+    assert link.holding.wait(60), "hang guard"
+    run.epoch(2, epoch())
+    run.group._send()  # batch 3: queued while batch 2 is unanswered
+    link.answer.set()  # now batch 2 fails, and batch 3 is stored after it
+    with pytest.raises(RuntimeError, match=r"the store lost batch 2 \(epoch 1 not stored"):
+        hang_guard = time.monotonic() + 60
+        step = 3
+        while time.monotonic() < hang_guard:
+            run.epoch(step, epoch())
+            run.group._send()
+            step += 1
+    # a job that went on regardless (say, it caught the error) cannot end the run FINISHED
+    finished(run.finish(Outcome.COMPLETED))
+    tracker.close()
+    logged = MlflowClient(store).get_run(run.started().run_id)
+    assert logged.info.status == "FAILED" and logged.data.tags["linreg.outcome"] == "error"
+    assert "epoch 1 not stored" in logged.data.tags["linreg.error"]
+    steps = [m.step for m in MlflowClient(store).get_metric_history(logged.info.run_id, "loss")]
+    assert 1 not in steps and {0, 2} <= set(steps)
 
 
 class SlowLink:

@@ -24,6 +24,7 @@ Nothing here imports MLflow or torch.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import queue
 import sys
 import threading
@@ -49,12 +50,11 @@ from linreg_exp.tracking.messages import (
     Row,
     Started,
     StartRun,
-    Stored,
     Task,
 )
 from linreg_exp.tracking.spool import Spool, with_report_drawn
 from linreg_exp.tracking.tasks import run_task
-from linreg_exp.vocab import Outcome
+from linreg_exp.vocab import Outcome, Tag
 
 FIRST_BATCH = 1000  # epochs in a batch until the store's rate is known
 SMALLEST_BATCH = 50
@@ -86,6 +86,10 @@ class Tracker:
         self.open_request = open_request
         self.spool: Spool | None = None  # the helper is gone: the job spools its requests
         self._run_ids: dict[str, str] = {}  # the runs the store named, by key
+        # epochs the store could not take, by run: the worker notes them in reply order, so no
+        # lost batch goes unseen however many were queued after it (RunGroup raises it, and a
+        # run with a hole never ends FINISHED: FinishRun is turned into an error here)
+        self.lost: dict[str, LostEpochs] = {}
         self._stopping = False  # stop_waiting was said
         self._queue: queue.Queue[tuple[Request, Future[Reply]]] = queue.Queue(maxsize=1)
         self._worker = threading.Thread(target=self._serve, name="linreg-tracker", daemon=True)
@@ -162,11 +166,16 @@ class Tracker:
             except queue.Empty:
                 continue
             started = time.monotonic()
+            if isinstance(message, FinishRun) and message.run in self.lost:
+                message = self.lost[message.run].failing(message)
             try:
                 reply = self._spooled(message) if self.spool else self.transport.request(message)
             except BaseException as error:  # the helper is gone: every later request fails too
                 reply = self._spool_instead(message, error)
-            if isinstance(message, Epochs) and not isinstance(reply, Failed):
+            if isinstance(message, Epochs) and isinstance(reply, Failed):
+                for batch in message.batches:
+                    self.lost.setdefault(batch.run, LostEpochs(reply.message)).add(batch.rows)
+            elif isinstance(message, Epochs):
                 epochs = sum(len(batch.rows) for batch in message.batches)
                 self.store_rate = epochs / max(time.monotonic() - started, 1e-3)
             if isinstance(reply, Opened | Started) and reply.parent_run_id is not None:
@@ -201,6 +210,30 @@ class Tracker:
         return self.spool.append(message)
 
 
+class LostEpochs:
+    """The epochs of a run that the store could not take, and why: the run ends FAILED."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+        self.steps: list[int] = []
+
+    def add(self, rows: Sequence[Row]) -> None:
+        self.steps.extend(row[0] for row in rows)
+
+    def describe(self) -> str:
+        first, last = min(self.steps), max(self.steps)
+        span = f"epoch {first}" if first == last else f"epochs {first}-{last}"
+        return f"{self.error} ({span} not stored: {len(self.steps)} lost)"
+
+    def failing(self, request: FinishRun) -> FinishRun:
+        """The run's end as it must be: FAILED, naming the lost epochs, whatever it thought."""
+        lost = self.describe()
+        error = request.tags.get(Tag.ERROR)
+        error = lost if error is None or lost in error else f"{error}; {lost}"
+        return dataclasses.replace(request, outcome=Outcome.ERROR,
+                                   tags={**request.tags, Tag.ERROR: error})  # fmt: skip
+
+
 class RunGroup:
     """The epochs of one or more runs on their way to the store: one Epochs request carries
     every run's rows since the last (see the module docstring for when they leave)."""
@@ -221,7 +254,6 @@ class RunGroup:
         self._rows: dict[str, list[Row]] = {run: [] for run in started}
         self._skipped: dict[str, Row] = {}  # each run's last epoch thinned out
         self._pending = 0  # rows waiting, all runs together
-        self._sent: Future[Reply] | None = None  # the last batch
 
     def started(self, run: str) -> Started:
         return reply_of(self._started[run], Started)
@@ -267,14 +299,17 @@ class RunGroup:
         return self.tracker.submit(request)
 
     def _send(self, check: bool = True) -> None:
-        """Queue the batch; first raise what kept a run or the last batch out of the store,
-        which stops training (the runs then end FAILED with that error)."""
+        """Queue the batch; first raise what kept a run, or any batch sent before, out of the
+        store, which stops training (the runs then end FAILED with that error)."""
         if check:
-            for future in (*self._started.values(), self._sent):
-                if future is not None and future.done():
-                    reply_of(future, Started if future is not self._sent else Stored)
+            for future in self._started.values():
+                if future.done():
+                    reply_of(future, Started)
+            for run in self._rows:
+                if run in self.tracker.lost:
+                    raise RuntimeError(self.tracker.lost[run].describe())
         batches = [EpochBatch(run, self.names, rows) for run, rows in self._rows.items() if rows]
-        self._sent = self.tracker.submit(Epochs(batches))
+        self.tracker.submit(Epochs(batches))
         self._rows = {run: [] for run in self._rows}
         self._pending = 0
         self._due = time.monotonic() + self.interval
