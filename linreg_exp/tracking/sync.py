@@ -8,19 +8,23 @@ down gets its epochs, outcome and end state on the same run; a run that never re
 placeholder id (a sweep's jobs name their parent so) gets the real one. A sweep's own spool is
 replayed last but for its end, so that its summary (Close) covers every job.
 
-What was delivered is recorded beside each spool (`mlflow-spool.state.jsonl`), so a second sync
-delivers nothing, and one that stopped half-way goes on where it stopped.
+What was delivered is recorded beside each spool (`mlflow-spool.state.jsonl`, versioned JSON
+lines like the spool: Delivered, the spool's line; Placeholder, the run id it became), so a
+second sync delivers nothing, and one that stopped half-way goes on where it stopped.
+
+A spool is read whole, and refused at its first bad line (journal.py), before anything is sent:
+sync only ever makes our own requests of plain data, and logs only files inside the spool's dir.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from linreg_exp.errors import TrackingError
+from linreg_exp.tracking.journal import ParentNote, RunNote, dump
 from linreg_exp.tracking.messages import (
     Close,
     Failed,
@@ -30,7 +34,14 @@ from linreg_exp.tracking.messages import (
     StartRun,
 )
 from linreg_exp.tracking.session import Session
-from linreg_exp.tracking.spool import PLACEHOLDER, SPOOL_FILE, Spool, decode, is_offline
+from linreg_exp.tracking.spool import (
+    PLACEHOLDER,
+    SPOOL_FILE,
+    Spool,
+    drop_cut_line,
+    is_offline,
+    json_lines,
+)
 from linreg_exp.tracking.uris import mask_uri
 
 
@@ -41,21 +52,24 @@ class _Replay:
     spool: Spool
     open: Open
     parent_run_id: str | None  # as the spool names it (maybe a placeholder)
-    requests: list[tuple[int, Request]] = field(default_factory=list)  # (line, request)
+    requests: list[tuple[int, Request]] = field(default_factory=list)  # (line number, request)
     runs: dict[str, str] = field(default_factory=dict)  # run key -> id, as the spool named it
     last_steps: dict[str, int] = field(default_factory=dict)  # run key -> its last epoch stored
-    delivered: set[int] = field(default_factory=set)
+    delivered: set[int] = field(default_factory=set)  # line numbers
+    placeholders: dict[str, str] = field(default_factory=dict)  # -> the id the store gave
     session: Session | None = None
 
 
 def sync(root: Path, to: str | None = None) -> list[str]:
-    """Deliver every spool under `root`; returns a line about each."""
+    """Deliver every spool under `root`; returns a line about each. Every spool is read (and
+    so checked) before any is delivered."""
     spools = sorted(root.rglob(SPOOL_FILE), key=lambda p: (len(p.parts), str(p)))
     if not spools:
         return [f"nothing spooled under {root}"]
-    replays = [_read(Spool(path.parent)) for path in spools]
-    known = _known_ids(replays)  # placeholder -> the run id the store gave it
-    lines: list[str] = []
+    read = [(path, _read(Spool(path.parent))) for path in spools]
+    replays = [replay for _, replay in read if replay is not None]
+    lines = [f"{path.parent}: nothing in its spool" for path, replay in read if replay is None]
+    known = {k: v for replay in replays for k, v in replay.placeholders.items()}
     closes: list[tuple[_Replay, int, Close]] = []
     for replay in replays:  # a sweep's own spool first: its parent, before its jobs name it
         lines.append(_deliver(replay, to, known, closes))
@@ -64,39 +78,42 @@ def sync(root: Path, to: str | None = None) -> list[str]:
     return lines
 
 
-def _read(spool: Spool) -> _Replay:
+def _read(spool: Spool) -> _Replay | None:
+    """A spool's requests and notes, and what its state file says was delivered."""
     replay: _Replay | None = None
-    for index, entry in enumerate(spool.entries()):
-        if "open" in entry:
-            replay = _Replay(spool, decode(entry["open"]), entry.get("parent_run_id"))
-        elif replay is None:
-            raise TrackingError(f"{spool.path}: not a spool (no open entry first)")
-        elif "run" in entry:
-            replay.runs[entry["run"]] = entry["run_id"]
-            replay.last_steps[entry["run"]] = int(entry.get("last_step", -1))
-        elif "request" in entry:
-            replay.requests.append((index, decode(entry["request"])))
-        elif "parent_run_id" in entry:
-            replay.parent_run_id = entry["parent_run_id"]
-    if replay is None:
-        raise TrackingError(f"{spool.path}: an empty spool")
-    if spool.state.exists():
-        for line in spool.state.read_text().splitlines():
-            entry = json.loads(line) if line.strip() else {}
-            if "delivered" in entry:
-                replay.delivered.add(int(entry["delivered"]))
+    for number, entry in spool.entries():
+        if replay is None:
+            if not isinstance(entry, Open):
+                raise TrackingError(f"{spool.path} line {number}: not a spool (no Open first)")
+            replay = _Replay(spool, entry, None)  # its parent id: the notes that follow
+        elif isinstance(entry, RunNote):
+            replay.runs[entry.run] = entry.run_id
+            replay.last_steps[entry.run] = entry.last_step
+        elif isinstance(entry, ParentNote):
+            replay.parent_run_id = entry.parent_run_id
+        elif isinstance(entry, Open):
+            raise TrackingError(f"{spool.path} line {number}: a second Open")
+        else:
+            replay.requests.append((number, entry))
+    if replay is not None and spool.state.exists():
+        _read_state(replay)
+        drop_cut_line(spool.state)  # (read, and warned of): the next line goes after the last
     return replay
 
 
-def _known_ids(replays: list[_Replay]) -> dict[str, str]:
-    known: dict[str, str] = {}
-    for replay in replays:
-        if replay.spool.state.exists():
-            for line in replay.spool.state.read_text().splitlines():
-                entry = json.loads(line) if line.strip() else {}
-                if "placeholder" in entry:
-                    known[entry["placeholder"]] = entry["run_id"]
-    return known
+def _read_state(replay: _Replay) -> None:
+    for number, entry in json_lines(replay.spool.state):
+        kind, fields = entry.pop("kind", None), sorted(entry)
+        if kind == "Delivered" and fields == ["line"] and type(entry["line"]) is int:
+            replay.delivered.add(entry["line"])
+        elif (
+            kind == "Placeholder"
+            and fields == ["placeholder", "run_id"]
+            and all(isinstance(value, str) for value in entry.values())
+        ):
+            replay.placeholders[entry["placeholder"]] = entry["run_id"]
+        else:
+            raise TrackingError(f"{replay.spool.state} line {number}: not a line of sync's state")
 
 
 def _deliver(replay: _Replay, to: str | None, known: dict[str, str], closes: list[Any]) -> str:
@@ -142,17 +159,17 @@ def _send(replay: _Replay, index: int, request: Request, known: dict[str, str]) 
         spooled = replay.runs.get(request.run)
         if spooled is not None and _is_placeholder(spooled):
             _remember(replay, spooled, reply.run_id, known)
-    _write_state(replay, {"delivered": index})
+    _write_state(replay, {"kind": "Delivered", "line": index})
 
 
 def _remember(replay: _Replay, placeholder: str, run_id: str, known: dict[str, str]) -> None:
     known[placeholder] = run_id
-    _write_state(replay, {"placeholder": placeholder, "run_id": run_id})
+    _write_state(replay, {"kind": "Placeholder", "placeholder": placeholder, "run_id": run_id})
 
 
 def _write_state(replay: _Replay, entry: dict[str, Any]) -> None:
     with replay.spool.state.open("a") as out:
-        out.write(json.dumps(entry) + "\n")
+        out.write(dump(entry))
 
 
 def _is_placeholder(run_id: str | None) -> bool:
