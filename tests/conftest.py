@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.support.store import assert_nothing_running
+
 if TYPE_CHECKING:
-    from tests.slurm import SlurmCluster
+    from tests.support.slurm import SlurmCluster
 
 REPO = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO / "conf"
@@ -90,7 +92,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[SlurmCluster]:
     """A throw-away single-node SLURM cluster with accounting (tests/slurm.py), per module."""
-    from tests.slurm import slurm_available, slurm_cluster
+    from tests.support.slurm import slurm_available, slurm_cluster
 
     if not slurm_available():
         pytest.skip("needs root and Debian's slurmctld slurmd slurmdbd munge mariadb-server")
@@ -105,14 +107,3 @@ def store(tmp_path: Path) -> Iterator[str]:
     yield uri
     if (tmp_path / "mlflow.db").exists():
         assert_nothing_running(uri)
-
-
-def assert_nothing_running(uri: str) -> None:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    experiments = client.search_experiments()
-    running = client.search_runs(
-        [e.experiment_id for e in experiments], filter_string="attributes.status = 'RUNNING'"
-    )
-    assert not running, f"runs left RUNNING: {[r.info.run_id for r in running]}"

@@ -13,17 +13,10 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from tests.conftest import REPO, assert_nothing_running, cli_env, run_cli
+from tests.conftest import REPO, cli_env, run_cli
+from tests.support.store import assert_nothing_running, only_run
 
 pytestmark = pytest.mark.slow
-
-
-def only_run(uri: str) -> Run:
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("linreg")
-    runs = client.search_runs([experiment.experiment_id])
-    assert len(runs) == 1
-    return runs[0]
 
 
 def history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import cli_env
+from tests.support.store import runs_by_status
 
 pytestmark = pytest.mark.slow
 
@@ -34,18 +35,6 @@ for step in range(20):
 finished(run.finish(Outcome.COMPLETED))
 tracker.close()
 """
-
-
-def runs_by_status(db: Path) -> dict[str, int]:
-    """Read straight from the file (an MlflowClient would create or migrate a new store)."""
-    if not db.exists():
-        return {}
-    with sqlite3.connect(db) as connection:
-        try:
-            rows = connection.execute("select status, count(*) from runs group by status")
-        except sqlite3.OperationalError:  # the schema is still being made
-            return {}
-        return dict(rows.fetchall())
 
 
 @pytest.mark.parametrize("attempt", range(2))  # without the store lock, 2 of 2 lost runs

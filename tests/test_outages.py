@@ -19,15 +19,16 @@ import pytest
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import assert_nothing_running, cli_env, run_cli
-from tests.servers import (
+from tests.conftest import cli_env, run_cli
+from tests.support.ports import free_port
+from tests.support.servers import (
     MlflowServer,
-    free_port,
     mlflow_server,
     postgres_available,
     postgres_cluster,
     stop_group,
 )
+from tests.support.store import assert_nothing_running, only_run
 
 pytestmark = pytest.mark.slow
 
@@ -75,12 +76,6 @@ def wait_for(what: str, check: object, timeout: float = 120) -> None:
     while not check():  # type: ignore[operator]
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.3)
-
-
-def only_run(client: MlflowClient) -> Run:
-    experiment = client.get_experiment_by_name("linreg")
-    (run,) = client.search_runs([experiment.experiment_id])
-    return run
 
 
 def loss_steps(client: MlflowClient, run_id: str) -> list[int]:

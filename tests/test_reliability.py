@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -24,13 +23,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from linreg_exp.app import register_configs
 from linreg_exp.errors import ConfigError
-from tests.conftest import CONF_DIR, assert_nothing_running, cli_env, run_cli
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.conftest import CONF_DIR, cli_env, run_cli
+from tests.support.ports import free_port
+from tests.support.store import assert_nothing_running, points_stored
 
 
 def run_count(db: Path) -> int:
@@ -173,17 +168,6 @@ def start_endless_sweep(tmp_path: Path, store: str) -> subprocess.Popen[str]:
     )
     wait_for_running(tmp_path / "mlflow.db", process, count=2)
     return process
-
-
-def points_stored(db: Path) -> int:
-    """The loss points of the newest run, read straight from the SQLite file."""
-    with sqlite3.connect(db) as connection:
-        return int(
-            connection.execute(
-                "select count(*) from metrics where key = 'loss' and run_uuid = "
-                "(select run_uuid from runs order by start_time desc limit 1)"
-            ).fetchone()[0]
-        )
 
 
 def wait_for_points(db: Path, process: subprocess.Popen[str], more_than: int = 0) -> int:

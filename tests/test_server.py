@@ -14,25 +14,28 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import assert_nothing_running, cli_env, run_cli
-from tests.servers import (
+from tests.conftest import cli_env, run_cli
+from tests.support.ports import free_port
+from tests.support.servers import (
     MlflowServer,
     PostgresCluster,
-    free_port,
     mlflow_server,
     postgres_available,
     postgres_cluster,
     stop_group,
 )
+from tests.support.store import assert_nothing_running
 
 pytestmark = pytest.mark.slow
 
@@ -244,14 +247,32 @@ def test_a_runs_model_is_served_by_mlflow_models_serve(tmp_path: Path) -> None:
         while not _answers(f"{url}/ping"):
             assert serving.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.5)
-        body = json.dumps({"inputs": [0.0, 2.0]})
-        request = urllib.request.Request(f"{url}/invocations", body.encode(),
-                                         {"Content-Type": "application/json"})  # fmt: skip
-        with urllib.request.urlopen(request, timeout=30) as response:
-            predictions = json.loads(response.read())["predictions"]
-        assert predictions == pytest.approx([bias, 2 * weight + bias])
+        expected = pytest.approx([bias, 2 * weight + bias])  # at x = 0 and x = 2
+        forms = {  # every request form for a one-column model; integers are numbers too
+            "inputs 1-D": {"inputs": [0.0, 2.0]},
+            "inputs 2-D": {"inputs": [[0.0], [2]]},
+            "dataframe_split": {"dataframe_split": {"columns": ["z", "x"],
+                                                    "data": [[9.0, 0], [9.0, 2.0]]}},
+            "dataframe_records": {"dataframe_records": [{"x": 0.0, "z": 9}, {"x": 2}]},
+        }  # fmt: skip
+        for form, body in forms.items():
+            status, answer = _invoke(url, body)
+            assert (status, answer.get("predictions")) == (200, expected), (form, answer)
+        status, answer = _invoke(url, {"dataframe_records": [{"foo": 1.0}]})
+        assert status == 400 and "missing inputs ['x']" in answer["message"], answer
     finally:
         stop_group(serving)
+
+
+def _invoke(url: str, body: object) -> tuple[int, dict[str, Any]]:
+    """POST a JSON request body to a served model: its status and JSON answer."""
+    request = urllib.request.Request(f"{url}/invocations", json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
 
 
 def _answers(url: str) -> bool:

@@ -19,7 +19,7 @@ import pytest
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from tests.slurm import SlurmCluster
+from tests.support.slurm import SlurmCluster
 
 pytestmark = pytest.mark.slow
 

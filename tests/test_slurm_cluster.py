@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.slurm import SlurmCluster
+from tests.support.slurm import SlurmCluster
 
 pytestmark = pytest.mark.slow
 

@@ -15,28 +15,11 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import run_cli
+from tests.support.store import points, sweep_runs
 
 pytestmark = pytest.mark.slow
 
 FAST = ["plots.enabled=false", "trainer.epochs=100"]
-
-
-def sweep_runs(uri: str) -> tuple[Run, list[Run]]:
-    """The single parent run and its children, each child with a complete history."""
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("linreg")
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("linreg.kind") == "sweep"]
-    assert len(parents) == 1, [r.data.tags for r in runs]
-    parent = parents[0]
-    children = [r for r in runs if r is not parent]
-    assert all(r.data.tags.get("mlflow.parentRunId") == parent.info.run_id for r in children)
-    assert all(r.info.status != "RUNNING" for r in runs)
-    return parent, children
-
-
-def points(uri: str, run: Run, key: str) -> int:
-    return len(MlflowClient(uri).get_metric_history(run.info.run_id, key))
 
 
 def test_grid_gives_one_parent_and_a_child_per_job(tmp_path: Path, store: str) -> None:
@@ -146,7 +129,7 @@ def sweep_dir_runs(uri: str, sweep_dir: Path) -> list[Run]:
 
 
 def test_a_killed_sweep_resumes_keeping_its_finished_jobs(tmp_path: Path, store: str) -> None:
-    from tests.test_concurrency import runs_by_status
+    from tests.support.store import runs_by_status
     from tests.test_reliability import start_cli, wait_for_running
 
     args = ["-m", "trainer.epochs=20,20000", "optimizer.lr=0.01,0.02", "plots.enabled=false",

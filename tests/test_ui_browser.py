@@ -27,8 +27,9 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, run_cli
-from tests.servers import CHROMIUM, MlflowServer, mlflow_server
-from tests.test_reliability import points_stored, start_endless_run, wait_for_points
+from tests.support.servers import CHROMIUM, MlflowServer, mlflow_server
+from tests.support.store import points_stored
+from tests.test_reliability import start_endless_run, wait_for_points
 
 pytestmark = pytest.mark.slow
 
