@@ -22,15 +22,15 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from linreg_exp import job as one
 from linreg_exp import signals
-from linreg_exp.data import Dataset, make_dataset
+from linreg_exp.data import Scaling, Splits, resolve
 from linreg_exp.errors import LinregError
 from linreg_exp.history import History
 from linreg_exp.jobspec import Job, JobResult, objective
-from linreg_exp.schema import DataConfig
+from linreg_exp.params import epoch_names, model_payload
 from linreg_exp.tracking.messages import Reply, Task, describe_error
 from linreg_exp.tracking.recorder import RunGroup, Tracker
 from linreg_exp.train import resolve_device, set_cpu_threads
@@ -40,7 +40,6 @@ from linreg_exp.vocab import Metric, Outcome, Tag
 log = logging.getLogger(__name__)
 
 SAMPLE_SIZE = 512  # epochs a config's trajectory keeps (its pictures draw no more)
-NAMES = (Metric.LOSS, Metric.WEIGHT, Metric.BIAS)  # what train_batched.Batch.step returns
 
 
 def run_batch(
@@ -53,14 +52,14 @@ def run_batch(
     results: list[JobResult | Exception | None] = [None] * len(entries)
     groups: dict[tuple[Any, ...], list[int]] = {}
     alone = []
-    for index, (cfg, _) in enumerate(entries):
+    for index, (cfg, job) in enumerate(entries):
         if cfg.loss._target_ in LOSSES and cfg.optimizer._target_ in OPTIMIZERS:
-            groups.setdefault(shape_of(cfg), []).append(index)
+            groups.setdefault(shape_of(cfg, job), []).append(index)
         else:
             alone.append(index)
     if len(groups) > 1 or alone:
         log.info(
-            "%d jobs in %d programs: jobs of another data.num_data, trainer.batch_size, "
+            "%d jobs in %d programs: jobs of other data shapes, trainer.batch_size, "
             "device or logging train apart%s",
             len(entries),
             len(groups) + len(alone),
@@ -85,11 +84,19 @@ def run_batch(
     return cast(list[JobResult | Exception], results)
 
 
-def shape_of(cfg: DictConfig) -> tuple[Any, ...]:
-    """What the configs of one program share: their tensors' shapes, and how they log."""
-    trainer = cfg.trainer
+def shape_of(cfg: DictConfig, job: Job) -> tuple[Any, ...]:
+    """What the configs of one program share: their tensors' shapes, and how they log. A
+    table's configs share its file and split (rows and features), synthetic ones their sizes."""
+    trainer, data = cfg.trainer, cfg.data
+    if "path" in data:
+        path = str(resolve(data.path, job.launch_dir))
+        source: tuple[Any, ...] = (path, data.target, str(data.features), data.val_fraction,
+                                   data.val_path)  # fmt: skip
+    else:
+        source = (data.num_data, data.num_features)
     return (
-        cfg.data.num_data,
+        source,
+        cfg.model.standardize,
         trainer.batch_size,
         cfg.device.name,
         trainer.log_every_n_epochs,
@@ -106,6 +113,7 @@ class _Config:
     job: Job
     key: str  # its run's key in the group
     runs: RunGroup  # the group of runs its run is recorded in (one for each tracker)
+    splits: Splits
     outcome: Outcome | None = None
     diverged_at: int | None = None
     divergence: str | None = None
@@ -121,14 +129,16 @@ def run_group(
     """One program for configs of the same shapes (shape_of)."""
     first, tracker = entries[0][0], trackers[0]
     device = resolve_device(first.device.name)
-    set_cpu_threads(first.data.num_data * len(entries))
+    data = [one.load_data(cfg, job) for cfg, job in entries]  # a table is read once
+    set_cpu_threads(data[0].train.rows * len(entries))
     opened = tracker.opened()  # else TrackingError, before any run exists
     # no system metrics sampler a run: the group's runs share one machine, and N samplers
     requests = [
         dataclasses.replace(
-            one.start_request(cfg, job, str(device), tracker.tracking_uri), system_metrics=False
+            one.start_request(cfg, job, str(device), tracker.tracking_uri, splits),
+            system_metrics=False,
         )
-        for cfg, job in entries
+        for (cfg, job), splits in zip(entries, data, strict=True)
     ]
     started: list[dict[str, Future[Reply]]] = [{} for _ in trackers]
     for index, request in enumerate(requests):  # in turn, so that every tracker is busy
@@ -139,10 +149,10 @@ def run_group(
         group = RunGroup(
             each, theirs, first.trainer.log_every_n_epochs, first.mlflow.log_every_seconds
         )
-        group.names = NAMES
+        group.names = epoch_names(data[0].features)
         groups.append(group)
     configs = [
-        _Config(index, cfg, job, request.run, groups[index % len(groups)])
+        _Config(index, cfg, job, request.run, groups[index % len(groups)], data[index])
         for index, ((cfg, job), request) in enumerate(zip(entries, requests, strict=True))
     ]
     if opened.resumed:
@@ -175,16 +185,22 @@ class _Training:
     ) -> None:
         self.configs, self.device = configs, device
         self.tracker, self.experiment_id = tracker, experiment_id
-        self.history = _Trajectories(len(configs), SAMPLE_SIZE)
+        self.names = epoch_names(configs[0].splits.features)
+        self.history = _Trajectories(len(configs), SAMPLE_SIZE, self.names)
         self.started = time.perf_counter()
         self.batch: Batch | None = None
 
     def run(self) -> None:
         try:
+            scalings = None
+            if self.configs[0].cfg.model.standardize:
+                scalings = [Scaling.of(c.splits.train) for c in self.configs]
             self.batch = Batch(
                 [member_of(c.cfg) for c in self.configs],
+                [c.splits.train for c in self.configs],
                 self.configs[0].cfg.trainer.batch_size,
                 self.device,
+                scalings,
             )
             self._train(self.batch)
         except KeyboardInterrupt as stop:  # every run ends, each with the epochs it had
@@ -222,7 +238,9 @@ class _Training:
             loss = values[Metric.LOSS]
             first = loss.clone() if first is None else first
             blown = active & diverged(first, loss, factors)
-            stacked = torch.stack([values[name] for name in NAMES], dim=1)  # [N, 3]
+            stacked = torch.cat(  # [N, 2 + d]: loss, weights, bias (params.epoch_names)
+                (loss.view(-1, 1), values["weight"], values["bias"].view(-1, 1)), dim=1
+            )
             moving = active.nonzero().view(-1).tolist()
             rows = stacked.tolist()
             streams: dict[int, tuple[RunGroup, list[str], list[tuple[float, ...]]]] = {}
@@ -274,24 +292,23 @@ class _Training:
             tags[Tag.DIVERGED_AT_EPOCH] = str(config.diverged_at)
             tags[Tag.FAILURE] = f"diverged: {config.divergence}"
         metrics: dict[str, float] = {}
-        pictures, line = None, None
+        pictures, model = None, None
         if self.batch is not None and outcome in (Outcome.COMPLETED, Outcome.DIVERGED):
-            data = Dataset(self.batch.x[index].cpu(), self.batch.y[index].cpu())
-            cfg = config.cfg
-            reference = one.compute_reference(data, cfg.data, cfg.loss, one.build_loss(cfg.loss))
-            held_out = make_dataset(cast(DataConfig, cfg.data), cfg.seed, held_out=True)
-            metrics = one.final_metrics(history, reference, cfg.loss.name, held_out)
+            splits, cfg = config.splits, config.cfg
+            reference = one.compute_reference(splits.train, cfg, one.build_loss(cfg.loss))
+            metrics = one.final_metrics(history, reference, cfg.loss.name, splits.val)
             metrics["train_seconds"] = time.perf_counter() - self.started
             if cfg.plots.enabled and history.epochs_done:
                 config.job.output_dir.mkdir(parents=True, exist_ok=True)
                 pictures = Task(
                     "linreg_exp.report.pictures:draw",
-                    one.run_pictures(cfg, config.job, data, history, reference),
+                    one.run_pictures(cfg, config.job, splits, history, reference),
                 )
             if outcome is Outcome.COMPLETED:
-                line = {"weight": metrics[Metric.FINAL_WEIGHT], "bias": metrics[Metric.FINAL_BIAS]}
+                features = splits.features
+                model = model_payload(history.final_coefficients(features), features)
             config.extra["reference"] = reference
-        config.runs.finish(config.key, outcome, metrics, tags, [], pictures, line)
+        config.runs.finish(config.key, outcome, metrics, tags, [], pictures, model)
         value = objective(outcome, metrics, config.cfg.sweep.objective, config.cfg.sweep.direction)
         run_id = config.runs.started(config.key).run_id
         config.result = JobResult(outcome, run_id, metrics, value)
@@ -312,11 +329,11 @@ class _Trajectories:
     as the sample fills), in one [N, capacity, metrics] tensor: bounded memory, however many
     configs and epochs. All configs train from epoch 0, so they share the sampled epochs."""
 
-    def __init__(self, n: int, capacity: int) -> None:
-        self.capacity, self.stride, self.epochs = capacity, 1, 0
+    def __init__(self, n: int, capacity: int, names: tuple[str, ...]) -> None:
+        self.capacity, self.stride, self.epochs, self.names = capacity, 1, 0, names
         self.sampled: list[int] = []  # the sampled epochs
-        self.values = torch.empty(n, capacity, len(NAMES))
-        self.last = torch.full((n, len(NAMES)), math.nan)
+        self.values = torch.empty(n, capacity, len(names))
+        self.last = torch.full((n, len(names)), math.nan)
         self.last_epoch = torch.full((n,), -1, dtype=torch.long)
 
     def record(self, epoch: int, stacked: torch.Tensor, active: torch.Tensor) -> None:
@@ -338,7 +355,7 @@ class _Trajectories:
         last_epoch = int(self.last_epoch[index])
         history = History(
             step="batched",
-            names=NAMES,
+            names=self.names,
             stride=self.stride,
             outcome=outcome,
             diverged_at_epoch=config.diverged_at,
@@ -359,7 +376,6 @@ def member_of(cfg: DictConfig) -> Member:
     """A config's settings as train_batched reads them."""
     optimizer = cfg.optimizer
     return Member(
-        data=DataConfig(**cast(dict[str, Any], OmegaConf.to_container(cfg.data))),
         seed=cfg.seed,
         loss=cfg.loss._target_,
         optimizer=optimizer._target_,

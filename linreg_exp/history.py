@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from linreg_exp.params import Coefficients
 from linreg_exp.vocab import Metric, Outcome
 
 SAMPLE_SIZE = 4096  # the sample halves itself at this size: pictures need no more points
@@ -97,6 +98,10 @@ class History:
         """The last epoch's metrics by name."""
         assert self.last is not None, "no epoch done"
         return dict(zip(self.names, self.last[1], strict=True))
+
+    def final_coefficients(self, features: tuple[str, ...]) -> Coefficients:
+        """The last epoch's model."""
+        return Coefficients.from_named(self.final, features)
 
     @property
     def final_line(self) -> LinearParams:

@@ -27,13 +27,15 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm import tqdm
 
+from linreg_exp import data as datasets
 from linreg_exp import signals, tracking
-from linreg_exp.baseline import closed_form_optimum, least_squares
-from linreg_exp.data import Dataset, make_dataset
+from linreg_exp.baseline import closed_form_optimum, ordinary_least_squares
+from linreg_exp.data import Dataset, Scaling, Splits
 from linreg_exp.history import History, LinearParams
 from linreg_exp.jobspec import Job, JobResult, objective
+from linreg_exp.params import Coefficients, model_payload
 from linreg_exp.report.pictures import RunPictures
-from linreg_exp.schema import DataConfig, validate
+from linreg_exp.schema import DataConfig, TableConfig, validate
 from linreg_exp.tracking import uris
 from linreg_exp.tracking.messages import Artifact, DatasetInfo, Open, StartRun, Task, describe_error
 from linreg_exp.tracking.recorder import RunStream, Tracker, finished
@@ -51,6 +53,7 @@ from linreg_exp.vocab import Metric, Outcome, Tag
 log = logging.getLogger(__name__)
 
 PICTURE_POINTS = 2000  # at most this many data points are drawn: more only slow the plots
+MAX_TOLD = 12  # parameters the console lists after a run
 
 
 def run(cfg: DictConfig, job: Job, tracker: Tracker | None = None) -> JobResult:
@@ -66,13 +69,15 @@ def run(cfg: DictConfig, job: Job, tracker: Tracker | None = None) -> JobResult:
             own.close()
     validate(cfg)
     device = resolve_device(cfg.device.name)
-    set_cpu_threads(cfg.data.num_data)
+    splits = load_data(cfg, job)  # a table that cannot be used is refused before the run
+    scaling = Scaling.of(splits.train) if cfg.model.standardize else None
+    set_cpu_threads(splits.train.rows)
     loss_fn = build_loss(cfg.loss).to(device)
     make_optimizer = instantiate(cfg.optimizer)
     load_optimizer(make_optimizer)
     opened = tracker.opened()  # the store is open by now, else TrackingError: no run exists
     stream = tracker.start_run(
-        start_request(cfg, job, str(device), tracker.tracking_uri),
+        start_request(cfg, job, str(device), tracker.tracking_uri, splits),
         cfg.trainer.log_every_n_epochs,
         cfg.mlflow.log_every_seconds,
     )
@@ -80,14 +85,15 @@ def run(cfg: DictConfig, job: Job, tracker: Tracker | None = None) -> JobResult:
         log.info("job %s skipped: FINISHED before as run %s", job.number, kept.run_id)
         value = objective(Outcome.COMPLETED, kept.kept, cfg.sweep.objective, cfg.sweep.direction)
         return JobResult(Outcome.COMPLETED, kept.run_id, kept.kept, value, kept=True)
-    history = History(step=step_kind(loss_fn, cfg.data.num_data, cfg.trainer.batch_size))
+    train_data = splits.train
+    kind = step_kind(loss_fn, train_data.rows, cfg.trainer.batch_size, len(splits.features))
+    history = History(step=kind)
     logs = [Artifact(path, "logs") for path in job.log_files]
     try:  # from here on an error is recorded on the run: FAILED, with the error as a tag
-        data = make_dataset(cast(DataConfig, cfg.data), cfg.seed).to(device)
-        held_out = make_dataset(cast(DataConfig, cfg.data), cfg.seed, held_out=True)
-        reference = compute_reference(data, cfg.data, cfg.loss, loss_fn)
+        seen = (scaling.apply(train_data) if scaling else train_data).to(device)
+        reference = compute_reference(train_data, cfg, loss_fn)
         started = time.perf_counter()
-        train(cfg, data, loss_fn, make_optimizer, history, stream)
+        train(cfg, seen, loss_fn, make_optimizer, history, stream, scaling)
     except KeyboardInterrupt as stop:  # an interrupted or failed run keeps its epochs
         print(f"\nlinreg_exp: interrupted after {history.epochs_done} epochs", file=sys.stderr)
         tracker.stop_waiting()  # a store that does not answer now: spool, do not wait
@@ -99,7 +105,7 @@ def run(cfg: DictConfig, job: Job, tracker: Tracker | None = None) -> JobResult:
         raise
 
     outcome = history.outcome or Outcome.COMPLETED
-    metrics = final_metrics(history, reference, cfg.loss.name, held_out)
+    metrics = final_metrics(history, reference, cfg.loss.name, splits.val)
     metrics["train_seconds"] = time.perf_counter() - started
     tags = {Tag.TRAIN_STEP: history.step}
     if outcome is Outcome.DIVERGED:
@@ -107,12 +113,12 @@ def run(cfg: DictConfig, job: Job, tracker: Tracker | None = None) -> JobResult:
         tags[Tag.FAILURE] = f"diverged: {history.divergence}"
     pictures = None
     if cfg.plots.enabled and history.epochs_done:
-        pictures = Task("linreg_exp.report.pictures:draw", run_pictures(cfg, job, data, history,
+        pictures = Task("linreg_exp.report.pictures:draw", run_pictures(cfg, job, splits, history,
                                                                         reference))  # fmt: skip
-    line = None
+    model = None
     if outcome is Outcome.COMPLETED:
-        line = {"weight": metrics[Metric.FINAL_WEIGHT], "bias": metrics[Metric.FINAL_BIAS]}
-    ending = stream.finish(outcome, metrics, tags, logs, pictures, line)
+        model = model_payload(history.final_coefficients(splits.features), splits.features)
+    ending = stream.finish(outcome, metrics, tags, logs, pictures, model)
     value = objective(outcome, metrics, cfg.sweep.objective, cfg.sweep.direction)
     result = JobResult(outcome, stream.started().run_id, metrics, value)
     tell(cfg, job, history, reference, result, tracker.tracking_uri, opened.experiment_id)
@@ -128,11 +134,13 @@ def train(
     make_optimizer: OptimizerFactory,
     history: History,
     stream: RunStream,
+    scaling: Scaling | None = None,
 ) -> None:
     """Every epoch into the bounded History and onto the stream, as it is done."""
     epochs: Iterable[dict[str, float]] = fit(
-        data, loss_fn, make_optimizer, cfg.trainer.epochs, cfg.trainer.batch_size, cfg.seed
-    )
+        data, loss_fn, make_optimizer, cfg.trainer.epochs, cfg.trainer.batch_size, cfg.seed,
+        scaling,
+    )  # fmt: skip
     if sys.stderr.isatty():
         epochs = tqdm(epochs, "training", cfg.trainer.epochs, leave=False, unit="epoch",
                       mininterval=0.25)  # fmt: skip
@@ -155,65 +163,74 @@ def build_loss(loss_cfg: DictConfig) -> nn.Module:
     return cast(nn.Module, instantiate(spec))
 
 
+def load_data(cfg: DictConfig, job: Job) -> Splits:
+    """The job's training and held-out data, from its typed data config."""
+    typed = cast(DataConfig | TableConfig, OmegaConf.to_object(cfg.data))
+    return datasets.load(typed, cfg.seed, job.launch_dir, job.data_option)
+
+
 @dataclass(frozen=True)
 class Reference:
-    """What the learned line is compared with: the truth and the closed-form optimum."""
+    """What the learned model is compared with: the truth (synthetic data only), least squares,
+    and the closed-form optimum of the run's loss."""
 
-    true: LinearParams
-    least_squares: LinearParams
-    optimum: LinearParams | None
+    features: tuple[str, ...]
+    true: Coefficients | None
+    least_squares: Coefficients
+    optimum: Coefficients | None
     optimum_loss: float | None
 
 
-def compute_reference(
-    data: Dataset, data_cfg: DictConfig, loss_cfg: DictConfig, loss_fn: nn.Module
-) -> Reference:
+def compute_reference(data: Dataset, cfg: DictConfig, loss_fn: nn.Module) -> Reference:
     x, y = data.x.cpu(), data.y.cpu()
-    optimum = closed_form_optimum(loss_cfg.name, x, y)
+    optimum = closed_form_optimum(cfg.loss.name, x, y)
     optimum_loss = None
     if optimum is not None:
         with torch.no_grad():
-            optimum_loss = float(loss_fn(data.x * optimum.weight + optimum.bias, data.y))
-    return Reference(
-        true=LinearParams(data_cfg.true_weight, data_cfg.true_bias),
-        least_squares=least_squares(x, y),
-        optimum=optimum,
-        optimum_loss=optimum_loss,
-    )
+            weights = torch.tensor(optimum.weights, dtype=x.dtype).view(-1, 1)
+            optimum_loss = float(loss_fn(x @ weights + optimum.bias, y))
+    true = None
+    if OmegaConf.get_type(cfg.data) is DataConfig:
+        true = Coefficients(tuple(datasets.true_weights(cfg.data)), cfg.data.true_bias)
+    return Reference(data.features, true, ordinary_least_squares(x, y), optimum, optimum_loss)
 
 
 def final_metrics(
     history: History, ref: Reference, loss_name: str, held_out: Dataset
 ) -> dict[str, float]:
-    """The run's final metrics, by name. A diverged run has no final line to report: its
+    """The run's final metrics, by name. A diverged run has no final model to report: its
     outcome says so, and its blown-up numbers stay out of the Compare view's scales."""
-    values = {"ols_weight": ref.least_squares.weight, "ols_bias": ref.least_squares.bias}
+    features = ref.features
+    values = ref.least_squares.named(features, "ols_")
     if loss_name == "l1" and ref.optimum is not None:
-        values |= {"lad_weight": ref.optimum.weight, "lad_bias": ref.optimum.bias}
+        values |= ref.optimum.named(features, "lad_")
     if ref.optimum_loss is not None:
         values["optimum_loss"] = ref.optimum_loss
     if history.last is None or history.outcome is Outcome.DIVERGED:
         return values
-    final = history.final
-    weight, bias = final[Metric.WEIGHT], final[Metric.BIAS]
-    values |= {
-        Metric.FINAL_LOSS: final[Metric.LOSS],
-        Metric.FINAL_WEIGHT: weight,
-        Metric.FINAL_BIAS: bias,
-        "weight_gap_to_true": abs(weight - ref.true.weight),
-        "bias_gap_to_true": abs(bias - ref.true.bias),
-    }
-    if ref.optimum is not None:
-        values["weight_gap_to_optimum"] = abs(weight - ref.optimum.weight)
-        values["bias_gap_to_optimum"] = abs(bias - ref.optimum.bias)
-    return values | held_out_scores(held_out, LinearParams(weight, bias))
+    final = history.final_coefficients(features)
+    values |= {Metric.FINAL_LOSS: history.final[Metric.LOSS], **final.named(features, "final_")}
+    if len(features) == 1:  # the tutorial's gaps: one number each
+        weight, bias = final.weights[0], final.bias
+        if ref.true is not None:
+            values["weight_gap_to_true"] = abs(weight - ref.true.weights[0])
+            values["bias_gap_to_true"] = abs(bias - ref.true.bias)
+        if ref.optimum is not None:
+            values["weight_gap_to_optimum"] = abs(weight - ref.optimum.weights[0])
+            values["bias_gap_to_optimum"] = abs(bias - ref.optimum.bias)
+    return values | held_out_scores(held_out, final)
 
 
-def held_out_scores(held_out: Dataset, line: LinearParams) -> dict[str, float]:
-    """The fitted line on the held-out points, in float64: one yardstick for every run,
+def predict(data: Dataset, line: Coefficients) -> torch.Tensor:
+    """The model's prediction for every row, in float64: [rows]."""
+    weights = torch.tensor(line.weights, dtype=torch.float64).view(-1, 1)
+    return (data.x.double().cpu() @ weights).flatten() + line.bias
+
+
+def held_out_scores(held_out: Dataset, line: Coefficients) -> dict[str, float]:
+    """The fitted model on the held-out points, in float64: one yardstick for every run,
     whatever loss it trained with."""
-    x, y = held_out.x.double().flatten(), held_out.y.double().flatten()
-    residual = y - (line.weight * x + line.bias)
+    residual = held_out.y.double().cpu().flatten() - predict(held_out, line)
     return {
         Metric.VAL_MSE: float(residual.square().mean()),
         Metric.VAL_MAE: float(residual.abs().mean()),
@@ -223,7 +240,9 @@ def held_out_scores(held_out: Dataset, line: LinearParams) -> dict[str, float]:
 # ---------------------------------------------------------------- what the run records
 
 
-def start_request(cfg: DictConfig, job: Job, device: str, tracking_uri: str) -> StartRun:
+def start_request(
+    cfg: DictConfig, job: Job, device: str, tracking_uri: str, splits: Splits
+) -> StartRun:
     """The run's name, tags, params and config, as the store will hold them."""
     container = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     tags = {
@@ -238,7 +257,8 @@ def start_request(cfg: DictConfig, job: Job, device: str, tracking_uri: str) -> 
     container["mlflow"]["tracking_uri"] = uris.mask_uri(tracking_uri)
     params = experiment_params(container) | {"device.resolved": device}
     key = "run" if job.number is None else str(job.number)
-    return StartRun(key, job.run_name, tags, params, container, dataset_info(cfg, job.data_option),
+    dataset = DatasetInfo(splits.name, splits.digest, splits.source)
+    return StartRun(key, job.run_name, tags, params, container, dataset,
                     system_metrics=cfg.mlflow.system_metrics)  # fmt: skip
 
 
@@ -266,13 +286,6 @@ def config_hash(container: dict[str, Any]) -> str:
     return _digest({**container, "mlflow": {**container["mlflow"], "tracking_uri": None}}, 16)
 
 
-def dataset_info(cfg: DictConfig, data_option: str) -> DatasetInfo:
-    """The data a run trains on, named after its config group option, identified by a hash of
-    what generates it: two runs with the same digest saw the same points."""
-    source = {"data": OmegaConf.to_container(cfg.data, resolve=True), "seed": cfg.seed}
-    return DatasetInfo(f"linreg_{data_option}", _digest(source, 8), source)
-
-
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """{'optimizer': {'lr': 0.01}} -> {'optimizer.lr': 0.01}, the shape of MLflow params."""
     flat: dict[str, Any] = {}
@@ -286,16 +299,36 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def run_pictures(
-    cfg: DictConfig, job: Job, data: Dataset, history: History, ref: Reference
+    cfg: DictConfig, job: Job, splits: Splits, history: History, ref: Reference
 ) -> RunPictures:
-    x, y = data.sample(PICTURE_POINTS)
+    """What the run's pictures show (report/pictures.py): for one feature its data and lines,
+    for any number the held-out rows predicted against their actual values."""
+    one = len(splits.features) == 1
+    x, y = splits.train.sample(PICTURE_POINTS) if one else (None, None)
+    actual: list[float] = []
+    predicted: list[float] = []
+    # one feature: fit.png shows the data and the line; more: the held-out rows predicted
+    if not one and history.last is not None and history.outcome is not Outcome.DIVERGED:
+        step = max(1, splits.val.rows // PICTURE_POINTS)
+        sampled = Dataset(splits.val.x[::step], splits.val.y[::step], splits.features)
+        predicted = predict(sampled, history.final_coefficients(splits.features)).tolist()
+        actual = sampled.y.flatten().tolist()
+
+    def line(coefficients: Coefficients | None) -> LinearParams | None:
+        if not one or coefficients is None:
+            return None
+        return LinearParams(coefficients.weights[0], coefficients.bias)
+
     return RunPictures(
-        x=x.tolist(),
-        y=y.tolist(),
+        features=splits.features,
+        x=x.flatten().tolist() if x is not None else [],
+        y=y.tolist() if y is not None else [],
         trajectory=history.trajectory(),
-        true=ref.true,
-        optimum=ref.optimum or ref.least_squares,
+        true=line(ref.true),
+        optimum=line(ref.optimum or ref.least_squares),
         optimum_loss=ref.optimum_loss,
+        val_actual=actual,
+        val_predicted=predicted,
         frames=cfg.plots.frames,
         out_dir=str(job.output_dir),
     )
@@ -319,21 +352,31 @@ def tell(
         log.warning("run %s DIVERGED: %s (%s); recorded as FAILED", run_id, history.divergence,
                     command)  # fmt: skip
         return
-    weight, bias = metrics[Metric.FINAL_WEIGHT], metrics[Metric.FINAL_BIAS]
+    features = ref.features
+    final = Coefficients.from_named(metrics, features, "final_")
     if job.number is not None:
-        log.info("job %s: %s -> final_loss=%.6g weight=%.4f bias=%.4f [%s]", job.number,
+        shown = final.named(features) if len(features) <= 3 else {"bias": final.bias}
+        values = " ".join(f"{key}={value:.4f}" for key, value in shown.items())
+        log.info("job %s: %s -> final_loss=%.6g %s [%s]", job.number,
                  command.removeprefix("python -m linreg_exp").strip(), metrics[Metric.FINAL_LOSS],
-                 weight, bias, run_id)  # fmt: skip
+                 values, run_id)  # fmt: skip
         return
     optimum = ref.optimum or ref.least_squares
     optimum_name = "LAD" if cfg.loss.name == "l1" and ref.optimum is not None else "least squares"
     against = ""
     if ref.optimum_loss is not None:
         against = f"  (closed-form optimum {ref.optimum_loss:.6g})"
-    lines = [
-        f"final loss {metrics[Metric.FINAL_LOSS]:.6g}{against}",
-        f"weight {weight:9.5f}  true {ref.true.weight:9.5f}  {optimum_name} {optimum.weight:9.5f}",
-        f"bias   {bias:9.5f}  true {ref.true.bias:9.5f}  {optimum_name} {optimum.bias:9.5f}",
+    lines = [f"final loss {metrics[Metric.FINAL_LOSS]:.6g}{against}"]
+    names = [*(["weight"] if len(features) == 1 else features), "bias"]
+    width = max(6, *map(len, names))
+    columns = [("", final), ("true", ref.true), (optimum_name, optimum)]
+    for index, name in enumerate(names[:MAX_TOLD]):
+        cells = [f"{label} {_nth(c, index):9.5f}" if label else f"{_nth(c, index):9.5f}"
+                 for label, c in columns if c is not None]  # fmt: skip
+        lines.append(f"{name:<{width}} " + "  ".join(cells))
+    if len(names) > MAX_TOLD:
+        lines.append(f"... {len(names) - MAX_TOLD} more: the run's metrics have them all")
+    lines += [
         f"run    {run_id} in {cfg.mlflow.experiment_name!r} at {uris.mask_uri(uri)}",
         f"rerun  {command}",
     ]
@@ -345,3 +388,9 @@ def tell(
             f"page   {uris.run_url(uri, experiment_id, run_id)}",
         ]
     log.info("linreg_exp: %d epochs done\n  %s", history.epochs_done, "\n  ".join(lines))
+
+
+def _nth(coefficients: Coefficients, index: int) -> float:
+    """The index-th parameter: the weights in feature order, then the bias."""
+    values = (*coefficients.weights, coefficients.bias)
+    return values[index]

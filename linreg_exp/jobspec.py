@@ -5,7 +5,7 @@ to import where no job runs (the launching process), unlike job.py with torch.""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from linreg_exp.vocab import Outcome
@@ -22,6 +22,7 @@ class Job:
     run_name: str | None = None  # None: MLflow's generated name
     command: str = "python -m linreg_exp"  # the command that reproduces this job
     data_option: str = "default"  # the data group's option: names the dataset
+    launch_dir: Path = field(default_factory=Path.cwd)  # where relative data paths start
     parent_run_id: str | None = None  # its sweep's parent run, for a tracker of its own
     log_files: tuple[str, ...] = ()  # attached to the run under logs/ (submitit's)
 

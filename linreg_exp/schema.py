@@ -24,13 +24,36 @@ CONFIG_DIR = _PACKAGED if _PACKAGED.is_dir() else _PACKAGED.parent.parent / "con
 
 @dataclass
 class DataConfig:
+    """The tutorial's synthetic points (data.py), with any number of features."""
+
     num_data: int = 1000
     noise_std: float = 1.0
     x_min: float = -10.0
     x_max: float = 10.0
-    true_weight: float = 2.0
+    true_weight: Any = 2.0  # a number (every feature's), or a list: one a feature
     true_bias: float = 3.0
     num_val: int = 1000  # held-out points from the same generator, a stream of their own
+    num_features: int = 1
+
+
+@dataclass
+class TableConfig:
+    """A table of the user's (data=csv, data=parquet): `target` against `features`."""
+
+    format: str = "csv"  # or parquet
+    path: str = MISSING  # relative: to the directory the run was launched from
+    target: str = MISSING
+    features: list[str] | None = None  # None: every numeric column but the target
+    val_fraction: float = 0.2  # held-out rows, drawn by `seed` ...
+    val_path: str | None = None  # ... unless a file of their own holds them
+
+
+@dataclass
+class ModelConfig:
+    """The model: `linear` is y = x·w + b on every feature."""
+
+    name: str = "linear"
+    standardize: bool = False  # train on features scaled on the training split
 
 
 @dataclass
@@ -105,7 +128,8 @@ class PlotsConfig:
 
 @dataclass
 class LinregConfig:
-    data: DataConfig = MISSING
+    data: Any = MISSING  # a DataConfig or a TableConfig: the data option's schema says which
+    model: ModelConfig = MISSING
     loss: Any = MISSING
     optimizer: Any = MISSING
     device: DeviceConfig = MISSING
@@ -117,6 +141,8 @@ class LinregConfig:
 
 
 DEVICES = ("auto", "cpu", "cuda")
+MODELS = ("linear",)
+TABLE_FORMATS = ("csv", "parquet")
 DIRECTIONS = ("minimize", "maximize")
 # Metrics a job can be judged by: computed on the held-out data, or the training loss.
 OBJECTIVES = ("val_mse", "val_mae", "final_loss")
@@ -132,6 +158,8 @@ def register(cs: ConfigStore) -> None:
     """Register the schemas; conf/config.yaml and each group option name them in `defaults`."""
     cs.store(name="linreg_schema", node=LinregConfig)
     cs.store(group="schema/data", name="default", node=DataConfig)
+    cs.store(group="schema/data", name="table", node=TableConfig)
+    cs.store(group="schema/model", name="linear", node=ModelConfig)
     cs.store(group="schema/device", name="default", node=DeviceConfig)
     for name in ("l1", "mse"):
         cs.store(group="schema/loss", name=name, node=LossConfig)
@@ -147,7 +175,8 @@ def _require(ok: bool, key: str, value: object, allowed: str) -> None:
 
 def _check_no_extra_keys(cfg: DictConfig) -> None:
     """`+optimizer.foo=1` slips past Hydra's struct mode; the schema's fields are the contract."""
-    for group in ("data", "loss", "optimizer", "device", "trainer", "mlflow", "plots", "sweep"):
+    groups = ("data", "model", "loss", "optimizer", "device", "trainer", "mlflow", "plots", "sweep")
+    for group in groups:
         node = cfg[group]
         schema = OmegaConf.get_type(node)
         if not dataclasses.is_dataclass(schema):
@@ -162,12 +191,10 @@ def validate(cfg: DictConfig) -> None:
     """Range checks Hydra's types cannot express; raises ConfigError naming the key and value."""
     _check_no_extra_keys(cfg)
     data, trainer, optim = cfg.data, cfg.trainer, cfg.optimizer
-    _require(data.num_data >= 2, "data.num_data", data.num_data, "must be an integer >= 2")
-    _require(data.num_val >= 1, "data.num_val", data.num_val, "must be an integer >= 1")
-    _require(data.noise_std >= 0, "data.noise_std", data.noise_std, "must be >= 0")
-    _require(
-        data.x_min < data.x_max, "data.x_min", data.x_min, f"must be < data.x_max={data.x_max}"
-    )
+    if OmegaConf.get_type(data) is TableConfig:
+        _validate_table(data)
+    else:
+        _validate_synthetic(data)
     _require(trainer.epochs >= 1, "trainer.epochs", trainer.epochs, "must be an integer >= 1")
     _require(
         trainer.divergence_factor > 1,
@@ -182,12 +209,14 @@ def validate(cfg: DictConfig) -> None:
         "must be an integer >= 1",
     )
     batch_size = trainer.batch_size
+    num_data = data.get("num_data")  # a table's rows are counted when it is read (data.py)
     _require(
-        batch_size is None or 1 <= batch_size <= data.num_data,
+        batch_size is None or (batch_size >= 1 and (num_data is None or batch_size <= num_data)),
         "trainer.batch_size",
         batch_size,
-        f"must be null (full batch) or an integer in [1, data.num_data={data.num_data}]",
+        f"must be null (full batch) or an integer in [1, data.num_data={num_data}]",
     )
+    _require(cfg.model.name in MODELS, "model", cfg.model.name, f"one of {', '.join(MODELS)}")
     _require(optim.lr > 0, "optimizer.lr", optim.lr, "must be > 0")
     for key in ("momentum", "dampening", "weight_decay", "eps"):
         if key in optim:
@@ -219,3 +248,32 @@ def validate(cfg: DictConfig) -> None:
         repr(cfg.mlflow.experiment_name),
         "must be a non-empty name",
     )
+
+
+def _validate_synthetic(data: DictConfig) -> None:
+    _require(data.num_data >= 2, "data.num_data", data.num_data, "must be an integer >= 2")
+    _require(data.num_val >= 1, "data.num_val", data.num_val, "must be an integer >= 1")
+    _require(data.noise_std >= 0, "data.noise_std", data.noise_std, "must be >= 0")
+    _require(
+        data.x_min < data.x_max, "data.x_min", data.x_min, f"must be < data.x_max={data.x_max}"
+    )
+    d = data.num_features
+    _require(d >= 1, "data.num_features", d, "must be an integer >= 1")
+    weight = data.true_weight
+    if isinstance(weight, int | float) and not isinstance(weight, bool):
+        return
+    allowed = f"a number, or a list of data.num_features={d} numbers"
+    _require(OmegaConf.is_list(weight), "data.true_weight", weight, allowed)
+    _require(len(weight) == d, "data.true_weight", list(weight), allowed)
+    for value in weight:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        _require(ok, "data.true_weight", list(weight), allowed)
+
+
+def _validate_table(data: DictConfig) -> None:
+    _require(data.format in TABLE_FORMATS, "data.format", data.format,
+             f"one of {', '.join(TABLE_FORMATS)}")  # fmt: skip
+    _require(bool(data.path), "data.path", repr(data.path), "a file's path")
+    _require(bool(data.target), "data.target", repr(data.target), "a column's name")
+    _require(0 < data.val_fraction < 1, "data.val_fraction", data.val_fraction,
+             "must be in (0, 1)")  # fmt: skip

@@ -1,4 +1,4 @@
-"""Training: nn.Linear(1, 1) fitted by the configured loss and optimizer, one epoch at a time.
+"""Training: nn.Linear(d, 1) fitted by the configured loss and optimizer, one epoch at a time.
 
 Nothing here knows MLflow or Hydra exists. `fit` yields every epoch's named metrics as it is
 done, so the caller can stream them to the store and stop at any epoch (a diverged loss, a
@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 from torch import nn
 
-from linreg_exp.data import Dataset
+from linreg_exp.data import Dataset, Scaling
 from linreg_exp.errors import ConfigError
+from linreg_exp.params import epoch_names
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -71,19 +72,22 @@ def fused_step_for(
     model: nn.Linear, loss_fn: nn.Module, data: Dataset, batch_size: int | None
 ) -> FusedLinearStep | None:
     """The fused step where it pays (large full-batch L1/MSE runs), else None for autograd."""
-    if step_kind(loss_fn, data.x.shape[0], batch_size) != "fused":
+    if step_kind(loss_fn, data.x.shape[0], batch_size, data.x.shape[1]) != "fused":
         return None
     return FusedLinearStep(model, isinstance(loss_fn, nn.MSELoss), data.x, data.y)
 
 
-def step_kind(loss_fn: nn.Module, num_data: int, batch_size: int | None) -> str:
-    """ "fused" for large full-batch L1/MSE runs, else "autograd".
+def step_kind(
+    loss_fn: nn.Module, num_data: int, batch_size: int | None, num_features: int = 1
+) -> str:
+    """ "fused" for large full-batch L1/MSE runs of one feature, else "autograd".
 
     Small runs keep autograd: it is as fast there, and it reproduces the tutorial bit for bit.
     """
     full_batch = batch_size is None or batch_size >= num_data
     fusable = type(loss_fn) in (nn.L1Loss, nn.MSELoss) and loss_fn.reduction == "mean"
-    return "fused" if full_batch and fusable and num_data >= FUSED_MIN_POINTS else "autograd"
+    large = num_data >= FUSED_MIN_POINTS and num_features == 1
+    return "fused" if full_batch and fusable and large else "autograd"
 
 
 def _epoch_mini_batch(
@@ -114,7 +118,7 @@ def load_optimizer(make_optimizer: OptimizerFactory) -> None:
     make_optimizer([nn.Parameter(torch.zeros(1))])
 
 
-Epoch = dict[str, float]  # loss (before the step), weight and bias (after it), by name
+Epoch = dict[str, float]  # loss (before the step), weights and bias (after it): params.epoch_names
 
 
 def fit(
@@ -124,14 +128,17 @@ def fit(
     epochs: int,
     batch_size: int | None,
     seed: int,
+    scaling: Scaling | None = None,
 ) -> Iterator[Epoch]:
-    """Train nn.Linear(1, 1) (initialised from `seed`), yielding each epoch's metrics.
+    """Train nn.Linear(d, 1) (initialised from `seed`), yielding each epoch's metrics.
 
-    The caller decides what to keep and when to stop (a diverged loss, a signal): training
-    holds nothing of the past itself.
+    `data` is what the model sees (scaled already, with `scaling`, whose weights are reported
+    in the original units). The caller decides what to keep and when to stop (a diverged loss,
+    a signal): training holds nothing of the past itself.
     """
     torch.manual_seed(seed)
-    model = nn.Linear(1, 1).to(data.x.device)
+    model = nn.Linear(data.x.shape[1], 1).to(data.x.device)
+    names = epoch_names(data.features)
     optimizer = make_optimizer(model.parameters())
     shuffle = torch.Generator().manual_seed(seed + 1)
     fused = fused_step_for(model, loss_fn, data, batch_size)
@@ -142,7 +149,11 @@ def fit(
             loss = _epoch_full_batch(model, loss_fn, optimizer, data.x, data.y)
         else:
             loss = _epoch_mini_batch(model, loss_fn, optimizer, data, batch_size, shuffle)
-        yield {"loss": loss.item(), "weight": model.weight.item(), "bias": model.bias.item()}
+        weight, bias = model.weight.detach(), model.bias.detach()  # [1, d], [1]
+        if scaling is not None:
+            weight, bias = scaling.original(weight, bias)
+        values = torch.cat((loss.detach().view(1), weight.view(-1), bias.view(-1)))
+        yield dict(zip(names, values.tolist(), strict=True))
 
 
 _DEFAULT_THREADS = torch.get_num_threads()

@@ -1,9 +1,9 @@
-"""Many configs trained as one program: the tutorial's nn.Linear(1, 1), N times over.
+"""Many configs trained as one program: nn.Linear(d, 1), N times over.
 
 Each config keeps what makes it itself: its seed (so its own data and initial line), loss (L1,
 MSE, Huber with its delta), optimizer (SGD with momentum, dampening, weight decay, Nesterov; Adam
 with betas, eps, weight decay, AMSGrad), learning rate and number of epochs. Their parameters
-are stacked (weights `[N, 1, 1]`, biases `[N, 1]`) and trained together: one batched forward
+are stacked (weights `[N, 1, d]`, biases `[N, 1]`) and trained together: one batched forward
 (`baddbmm`, the batched form of nn.Linear's `addmm`), one backward through each config's own
 loss, one vectorised update that follows torch.optim's SGD and Adam step by step. So each config
 ends where train.fit would take it, to the last bit or nearly (tests/test_batched.py).
@@ -19,8 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from linreg_exp.data import make_dataset
-from linreg_exp.schema import DataConfig
+from linreg_exp.data import Dataset, Scaling
 
 LOSSES = ("torch.nn.L1Loss", "torch.nn.MSELoss", "torch.nn.HuberLoss")
 OPTIMIZERS = ("torch.optim.SGD", "torch.optim.Adam")
@@ -28,9 +27,8 @@ OPTIMIZERS = ("torch.optim.SGD", "torch.optim.Adam")
 
 @dataclass(frozen=True)
 class Member:
-    """One config of a batch, as plain values (sweeps/batched.py reads them from its config)."""
+    """One config of a batch, as plain values (batch.py reads them from its config)."""
 
-    data: DataConfig  # its own, but for num_data, which every member of a batch shares
     seed: int
     loss: str  # one of LOSSES
     optimizer: str  # one of OPTIMIZERS
@@ -46,22 +44,37 @@ class Member:
 
 
 class Batch:
-    """N configs on shared data shapes (their num_data, and the device), trained one epoch at a
-    time: `step(active)` returns each config's loss (before the step), weight and bias (after
-    it) by name, as train.fit does for one. Full-batch or mini-batch (`batch_size`)."""
+    """N configs on shared data shapes (rows and features, and the device), trained one epoch
+    at a time: `step(active)` returns each config's loss (before the step), weights and bias
+    (after it), as train.fit does for one. Full-batch or mini-batch (`batch_size`). With
+    `scalings`, each config trains on its features scaled, and reports its weights in the
+    features' own units."""
 
-    def __init__(self, members: list[Member], batch_size: int | None, device: torch.device) -> None:
-        self.members, self.n, self.device = members, members[0].data.num_data, device
-        sets = [make_dataset(m.data, m.seed) for m in members]
-        self.x = torch.stack([s.x for s in sets]).to(device)  # [N, n, 1]
-        self.y = torch.stack([s.y for s in sets]).to(device)
+    def __init__(
+        self,
+        members: list[Member],
+        datasets: list[Dataset],
+        batch_size: int | None,
+        device: torch.device,
+        scalings: list[Scaling] | None = None,
+    ) -> None:
+        self.members, self.n, self.device = members, datasets[0].rows, device
+        if scalings is not None:
+            datasets = [s.apply(d) for s, d in zip(scalings, datasets, strict=True)]
+        self.scaling = None
+        if scalings is not None:
+            self.scaling = Scaling(torch.stack([s.mean for s in scalings]).to(device),
+                                   torch.stack([s.std for s in scalings]).to(device))  # fmt: skip
+        self.x = torch.stack([s.x for s in datasets]).to(device)  # [N, n, d]
+        self.y = torch.stack([s.y for s in datasets]).to(device)
+        features = self.x.shape[2]
         weights, biases = [], []
-        for member in members:  # each line initialised as train.fit does, from its seed
+        for member in members:  # each model initialised as train.fit does, from its seed
             torch.manual_seed(member.seed)
-            line = nn.Linear(1, 1)
+            line = nn.Linear(features, 1)
             weights.append(line.weight.detach())
             biases.append(line.bias.detach())
-        self.weight = torch.stack(weights).to(device).requires_grad_()  # [N, 1, 1]
+        self.weight = torch.stack(weights).to(device).requires_grad_()  # [N, 1, d]
         self.bias = torch.stack(biases).to(device).requires_grad_()  # [N, 1]
         self.batch_size = None if batch_size is None or batch_size >= self.n else batch_size
         self.shuffles = [torch.Generator().manual_seed(m.seed + 1) for m in members]
@@ -71,13 +84,16 @@ class Batch:
         self._steps = 0  # optimizer steps so far: the same for every config still active
 
     def step(self, active: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One epoch of every config ([N] each); only the `active` ones ([N] bool) move."""
+        """One epoch of every config: loss [N], weight [N, d], bias [N] (the parameter record);
+        only the `active` ones ([N] bool) move."""
         if self.batch_size is None:
             loss = self._update(self.x, self.y, active)
         else:
             loss = self._mini_batches(active)
         self.epochs_done += 1
-        weight, bias = self.weight.detach().view(-1), self.bias.detach().view(-1)
+        weight, bias = self.weight.detach()[:, 0, :], self.bias.detach().view(-1)
+        if self.scaling is not None:
+            weight, bias = self.scaling.original(weight, bias)
         return {"loss": loss.cpu(), "weight": weight.cpu(), "bias": bias.cpu()}
 
     def _mini_batches(self, active: torch.Tensor) -> torch.Tensor:
@@ -86,9 +102,11 @@ class Batch:
         order = torch.stack([torch.randperm(self.n, generator=g) for g in self.shuffles])
         order = order.to(self.device).unsqueeze(-1)  # [N, n, 1]
         total = torch.zeros(len(self.members), device=self.device)
+        features = self.x.shape[2]
         for start in range(0, self.n, self.batch_size):
             index = order[:, start : start + self.batch_size]
-            x, y = self.x.gather(1, index), self.y.gather(1, index)
+            x = self.x.gather(1, index.expand(-1, -1, features))
+            y = self.y.gather(1, index)
             total += self._update(x, y, active) * index.shape[1]
         return total / self.n
 

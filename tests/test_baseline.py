@@ -7,7 +7,14 @@ import pytest
 import torch
 from scipy.optimize import linprog
 
-from linreg_exp.baseline import closed_form_optimum, least_absolute_deviation, least_squares
+from linreg_exp.baseline import (
+    closed_form_optimum,
+    lad_linear_program,
+    least_absolute_deviation,
+    least_squares,
+    ordinary_least_squares,
+)
+from linreg_exp.params import Coefficients
 
 
 def sample(n: int = 300, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,5 +57,30 @@ def test_least_absolute_deviation_matches_linear_programming() -> None:
 
 def test_optimum_follows_the_loss() -> None:
     x, y = sample()
-    assert closed_form_optimum("l1", x, y) == least_absolute_deviation(x, y)
-    assert closed_form_optimum("mse", x, y) == least_squares(x, y)
+    lad, ols = least_absolute_deviation(x, y), least_squares(x, y)
+    assert closed_form_optimum("l1", x, y) == Coefficients((lad.weight,), lad.bias)
+    assert closed_form_optimum("mse", x, y) == Coefficients((ols.weight,), ols.bias)
+
+
+def test_several_features_least_squares_and_lad_agree_with_scipy() -> None:
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(150, 3, generator=generator)
+    y = x @ torch.tensor([[1.5], [-2.0], [0.25]]) + 4 + torch.randn(150, 1, generator=generator)
+    xs, ys = x.double().numpy(), y.double().flatten().numpy()
+    design = np.c_[xs, np.ones(len(xs))]
+    expected = np.linalg.lstsq(design, ys, rcond=None)[0]
+    ols = ordinary_least_squares(x, y)
+    assert [*ols.weights, ols.bias] == pytest.approx(expected.tolist(), abs=1e-9)
+    # LAD as the textbook LP with one slack a point (|r_i| <= t_i), dense, interior point
+    n = len(ys)
+    result = linprog(
+        np.r_[np.zeros(4), np.ones(n)],
+        A_ub=np.block([[design, -np.eye(n)], [-design, -np.eye(n)]]),
+        b_ub=np.r_[ys, -ys],
+        bounds=[(None, None)] * 4 + [(0, None)] * n,
+        method="highs-ipm",
+    )
+    lad = lad_linear_program(x, y)
+    objective = np.abs(ys - xs @ np.array(lad.weights) - lad.bias).sum()
+    assert objective == pytest.approx(result.fun, rel=1e-8)
+    assert closed_form_optimum("l1", x, y) == lad

@@ -16,18 +16,18 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from linreg_exp.data import make_dataset
+from linreg_exp.data import Dataset, make_dataset
 from linreg_exp.schema import DataConfig
 from linreg_exp.train import fit
 from linreg_exp.train_batched import Batch, Member
 from tests.conftest import run_cli
-from tests.test_sweeps import points, sweep_runs
+from tests.support.store import points, sweep_runs
 
 LOSSES = {"torch.nn.L1Loss": nn.L1Loss, "torch.nn.MSELoss": nn.MSELoss,
           "torch.nn.HuberLoss": nn.HuberLoss}  # fmt: skip
 
 
-def fit_one(member: Member, epochs: int, batch_size: int | None) -> dict[str, float]:
+def fit_one(member: Member, data: Dataset, epochs: int, batch_size: int | None) -> dict[str, float]:
     """What train.fit gives this config: its last epoch."""
     loss = LOSSES[member.loss](**({"delta": member.delta} if "Huber" in member.loss else {}))
     if member.optimizer == "torch.optim.SGD":
@@ -40,42 +40,60 @@ def fit_one(member: Member, epochs: int, batch_size: int | None) -> dict[str, fl
             torch.optim.Adam, lr=member.lr, betas=member.betas, eps=member.eps,
             weight_decay=member.weight_decay, amsgrad=member.amsgrad,
         )  # fmt: skip
-    data = make_dataset(member.data, member.seed)
     *_, last = fit(data, loss, optimizer, epochs, batch_size, member.seed)
     return last
 
 
-MEMBERS = [
-    Member(DataConfig(num_data=300), seed, loss, optimizer, lr)
+CASES = [
+    (DataConfig(num_data=300), Member(seed, loss, optimizer, lr))
     for loss, optimizer, lr, seed in itertools.product(
         LOSSES, ("torch.optim.SGD", "torch.optim.Adam"), (0.005, 0.02), (0, 1)
     )
 ] + [
-    Member(DataConfig(num_data=300, noise_std=2.0), 0, "torch.nn.MSELoss", "torch.optim.SGD",
-           0.01, momentum=0.9, nesterov=True, weight_decay=0.01),
-    Member(DataConfig(num_data=300), 2, "torch.nn.L1Loss", "torch.optim.SGD", 0.01,
-           momentum=0.5, dampening=0.1),
-    Member(DataConfig(num_data=300, x_min=-3.0), 1, "torch.nn.HuberLoss", "torch.optim.Adam",
-           0.05, delta=2.0, amsgrad=True, weight_decay=0.01, betas=(0.8, 0.99)),
+    (DataConfig(num_data=300, noise_std=2.0), Member(0, "torch.nn.MSELoss", "torch.optim.SGD",
+           0.01, momentum=0.9, nesterov=True, weight_decay=0.01)),
+    (DataConfig(num_data=300), Member(2, "torch.nn.L1Loss", "torch.optim.SGD", 0.01,
+           momentum=0.5, dampening=0.1)),
+    (DataConfig(num_data=300, x_min=-3.0), Member(1, "torch.nn.HuberLoss", "torch.optim.Adam",
+           0.05, delta=2.0, amsgrad=True, weight_decay=0.01, betas=(0.8, 0.99))),
 ]  # fmt: skip
+MEMBERS = [member for _, member in CASES]
+DATASETS = [make_dataset(data, member.seed) for data, member in CASES]
 
 
 @pytest.mark.parametrize(("batch_size", "epochs"), [(None, 150), (64, 4)])
 def test_one_program_gives_every_config_what_train_fit_gives_it(
     batch_size: int | None, epochs: int
 ) -> None:
-    batch = Batch(MEMBERS, batch_size, torch.device("cpu"))
+    batch = Batch(MEMBERS, DATASETS, batch_size, torch.device("cpu"))
     active = torch.ones(len(MEMBERS), dtype=torch.bool)
     for _ in range(epochs):
         last = batch.step(active)
     for index, member in enumerate(MEMBERS):
-        expected = fit_one(member, epochs, batch_size)
+        expected = fit_one(member, DATASETS[index], epochs, batch_size)
         got = {name: float(values[index]) for name, values in last.items()}
         assert got == expected, member  # bit for bit
 
 
+@pytest.mark.parametrize("batch_size", [None, 50])
+def test_three_features_train_as_train_fit_trains_them(batch_size: int | None) -> None:
+    data = DataConfig(num_data=200, num_features=3, true_weight=[1.0, -2.0, 0.5])
+    members = [Member(seed, "torch.nn.MSELoss", "torch.optim.SGD", 0.002) for seed in (0, 1)]
+    sets = [make_dataset(data, member.seed) for member in members]
+    batch = Batch(members, sets, batch_size, torch.device("cpu"))
+    for _ in range(30):
+        last = batch.step(torch.ones(2, dtype=torch.bool))
+    for index, member in enumerate(members):
+        expected = fit_one(member, sets[index], 30, batch_size)
+        weights = last["weight"][index].tolist()
+        got = {"loss": float(last["loss"][index]), "weight.x1": weights[0],
+               "weight.x2": weights[1], "weight.x3": weights[2],
+               "bias": float(last["bias"][index])}  # fmt: skip
+        assert got == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
 def test_a_config_that_is_done_stops_moving() -> None:
-    batch = Batch(MEMBERS[:2], None, torch.device("cpu"))
+    batch = Batch(MEMBERS[:2], DATASETS[:2], None, torch.device("cpu"))
     batch.step(torch.tensor([True, True]))
     before = float(batch.weight[0])
     batch.step(torch.tensor([False, True]))

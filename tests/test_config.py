@@ -40,7 +40,9 @@ def test_default_config_is_the_tutorial() -> None:
             "true_weight": 2.0,
             "true_bias": 3.0,
             "num_val": 1000,
+            "num_features": 1,
         },
+        "model": {"name": "linear", "standardize": False},
         "loss": {"name": "l1", "_target_": "torch.nn.L1Loss"},
         "optimizer": {
             "_target_": "torch.optim.SGD",

@@ -1,5 +1,9 @@
-"""A run's pictures: loss_curve.png, fit.png and training.gif in its output dir, and the
-sampled loss its sweep's report draws (loss_curve.json).
+"""A run's pictures in its output dir, and the sampled loss its sweep's report draws.
+
+Always: loss_curve.png, loss_curve.json (what the sweep's report reads) and, when the job gave a
+held-out sample, predicted_vs_actual.png. With one feature, the line over the data: fit.png and
+training.gif. With more, there is no line to draw over the data, so weights.png shows each
+weight (and the bias) over the epochs instead.
 
 The job describes them (RunPictures) and hands `draw` to tracking as a post-run Task (job.py),
 which runs where the run is recorded: in the helper process, which imported the plots while the
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,17 +29,30 @@ CURVE_POINTS = 500  # points of a run's loss that its sweep's report draws
 
 @dataclass(frozen=True)
 class RunPictures:
-    """What a run's pictures show: a sample of its data, its trajectory (a bounded sample of
-    its epochs, the last included), the true line and the closed-form optimum."""
+    """What a run's pictures show: its trajectory (a bounded sample of its epochs, the last
+    included, with metrics "loss", the weight keys (`weight_keys`) and "bias"), a sample of the
+    held-out split with the final model's predictions, and for one feature a sample of the
+    training data with the true line (synthetic data only) and the closed-form optimum."""
 
-    x: list[float]
-    y: list[float]
+    features: tuple[str, ...]  # feature names; ("x",) for the tutorial
+    x: list[float]  # d = 1 only: a sample of the training x (else empty)
+    y: list[float]  # d = 1 only: the matching y (else empty)
     trajectory: History
-    true: LinearParams
-    optimum: LinearParams
+    true: LinearParams | None  # d = 1 synthetic data only
+    optimum: LinearParams | None  # d = 1 only
     optimum_loss: float | None
+    val_actual: list[float]  # held-out: actual y, a sample
+    val_predicted: list[float]  # held-out: the final model's prediction for the same rows
     frames: int
     out_dir: str
+
+
+def weight_keys(features: Sequence[str]) -> list[str]:
+    """The metric name of each feature's weight: `weight` alone for one feature (the tutorial's
+    name), `weight.<feature>` for more."""
+    if len(features) == 1:
+        return [Metric.WEIGHT]
+    return [f"{Metric.WEIGHT}.{feature}" for feature in features]
 
 
 def draw(pictures: RunPictures) -> list[Path]:
@@ -42,17 +60,45 @@ def draw(pictures: RunPictures) -> list[Path]:
     from linreg_exp.report import plots
 
     out_dir, trajectory = Path(pictures.out_dir), pictures.trajectory
-    x, y = np.asarray(pictures.x), np.asarray(pictures.y)
-    lines = plots.FitLines(pictures.true, trajectory.final_line, pictures.optimum)
-    gif = out_dir / "training.gif"
-    gif.write_bytes(plots.training_gif(x, y, trajectory, pictures.frames))
-    return [
+    paths = [
         plots.save_figure(plots.loss_curve(trajectory, pictures.optimum_loss),
                           out_dir / "loss_curve.png"),
-        plots.save_figure(plots.fit_figure(x, y, lines), out_dir / "fit.png"),
-        gif,
         write_loss_curve(trajectory, out_dir / LOSS_CURVE_FILE),
     ]  # fmt: skip
+    if pictures.val_actual:
+        figure = plots.predicted_vs_actual(
+            np.asarray(pictures.val_actual, dtype=float),
+            np.asarray(pictures.val_predicted, dtype=float),
+        )
+        paths.append(plots.save_figure(figure, out_dir / "predicted_vs_actual.png"))
+    if len(pictures.features) == 1:
+        paths += _draw_line(pictures)
+    else:
+        weights = {
+            feature: trajectory.series(key)
+            for feature, key in zip(pictures.features, weight_keys(pictures.features), strict=True)
+        }
+        figure = plots.weights_figure(trajectory.epochs, weights, trajectory.series(Metric.BIAS))
+        paths.append(plots.save_figure(figure, out_dir / "weights.png"))
+    return paths
+
+
+def _draw_line(pictures: RunPictures) -> list[Path]:
+    """fit.png and training.gif: the learned line over the training data (one feature)."""
+    from linreg_exp.report import plots
+
+    if not pictures.x:
+        return []
+    out_dir, trajectory = Path(pictures.out_dir), pictures.trajectory
+    (feature,) = pictures.features
+    x, y = np.asarray(pictures.x), np.asarray(pictures.y)
+    final = trajectory.final
+    learned = LinearParams(final[Metric.WEIGHT], final[Metric.BIAS])
+    lines = plots.FitLines(pictures.true, learned, pictures.optimum)
+    gif = out_dir / "training.gif"
+    gif.write_bytes(plots.training_gif(x, y, trajectory, pictures.frames, xlabel=feature))
+    fit = plots.save_figure(plots.fit_figure(x, y, lines, xlabel=feature), out_dir / "fit.png")
+    return [fit, gif]
 
 
 def write_loss_curve(trajectory: History, path: Path) -> Path:

@@ -20,6 +20,7 @@ import numpy as np
 from matplotlib import font_manager, rcParams
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from PIL import Image, ImageDraw, ImageFont
 
 from linreg_exp.history import History, LinearParams
@@ -53,14 +54,15 @@ def loss_curve(history: History, optimum_loss: float | None) -> Figure:
 
 @dataclass(frozen=True)
 class FitLines:
-    """The lines drawn over the data: truth, the learned one, and the closed-form optimum."""
+    """The lines drawn over the data: truth (synthetic data only), the learned one, and the
+    closed-form optimum."""
 
-    true: LinearParams
+    true: LinearParams | None
     learned: LinearParams
     optimum: LinearParams | None
 
 
-def fit_figure(x: np.ndarray, y: np.ndarray, lines: FitLines) -> Figure:
+def fit_figure(x: np.ndarray, y: np.ndarray, lines: FitLines, xlabel: str = "x") -> Figure:
     fig = Figure(figsize=(6, 4), dpi=100)
     ax = fig.add_subplot()
     xs, ys = x.ravel(), y.ravel()
@@ -80,7 +82,7 @@ def fit_figure(x: np.ndarray, y: np.ndarray, lines: FitLines) -> Figure:
                 linestyle=style,
                 label=f"{label}: w={params.weight:.4f}, b={params.bias:.4f}",
             )
-    ax.set(xlabel="x", ylabel="y", title="Fitted line")
+    ax.set(xlabel=xlabel, ylabel="y", title="Fitted line")
     ax.legend(loc="upper left", fontsize=8)
     fig.subplots_adjust(**_MARGINS)
     return fig
@@ -93,7 +95,9 @@ def frame_indices(points: int, frames: int) -> list[int]:
     return sorted({round(i) for i in np.linspace(0, points - 1, min(frames, points))})
 
 
-def training_gif(x: np.ndarray, y: np.ndarray, history: History, frames: int) -> bytes:
+def training_gif(
+    x: np.ndarray, y: np.ndarray, history: History, frames: int, xlabel: str = "x"
+) -> bytes:
     """The fitted line moving onto the data, one frame per selected epoch (bounded size).
 
     The data and axes are rendered once; each frame only redraws the line onto that background
@@ -108,7 +112,7 @@ def training_gif(x: np.ndarray, y: np.ndarray, history: History, frames: int) ->
     grid = np.array([xs.min(), xs.max()])
     margin = 0.1 * float(ys.max() - ys.min())
     ax.set_ylim(float(ys.min()) - margin, float(ys.max()) + margin)
-    ax.set(xlabel="x", ylabel="y", title=" ")
+    ax.set(xlabel=xlabel, ylabel="y", title=" ")
     fig.subplots_adjust(**_GIF_MARGINS)
     canvas.draw()
     background = canvas.copy_from_bbox(fig.bbox)
@@ -147,6 +151,112 @@ def training_gif(x: np.ndarray, y: np.ndarray, history: History, frames: int) ->
             buffer, format="GIF", save_all=True, append_images=images[1:], duration=80, loop=0
         )
     return buffer.getvalue()
+
+
+# Weights over epochs: a line each, told apart by colour and dash (10 colours x 4 dashes), the
+# legend outside the axes in the order the lines end, top to bottom, so a line is found by
+# where it ends. Past LEGEND_MAX features, the largest final weights are named and the rest
+# drawn in thin grey: a legend of hundreds of names reads as nothing.
+LEGEND_MAX = 40
+_DASHES = ("-", "--", ":", "-.")
+_NAME_CHARS = 20  # a legend entry's feature name is cut to this many characters
+_LEGEND_COLUMN = 2.6  # inches a legend column takes: the name, its final weight, the handle
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= _NAME_CHARS else name[: _NAME_CHARS - 1] + "…"
+
+
+def _final(values: Sequence[float]) -> float:
+    """The last finite value of a series (a diverged run ends in inf or nan), else nan."""
+    finite = [v for v in values if math.isfinite(v)]
+    return finite[-1] if finite else math.nan
+
+
+def weights_figure(
+    epochs: Sequence[int], weights: Mapping[str, Sequence[float]], bias: Sequence[float]
+) -> Figure:
+    """Each feature's weight per epoch above, the bias below on its own scale (it is often far
+    from the weights, and would flatten them on a shared axis). A feature keeps its colour and
+    dash from its place in `weights`, so runs on the same columns look alike."""
+    finals = {feature: _final(series) for feature, series in weights.items()}
+    by_size = sorted(weights, key=lambda f: abs(finals[f]) if math.isfinite(finals[f]) else -1)
+    named = set(by_size[-LEGEND_MAX:])
+    columns = 1 if len(named) <= 20 else 2
+    width = 7.4 + columns * _LEGEND_COLUMN
+    right = 1 - (columns * _LEGEND_COLUMN + 0.1) / width
+    fig = Figure(figsize=(width, 5.5), dpi=100)
+    ax, ax_bias = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    entries: list[tuple[float, Line2D, str]] = []
+    for index, (feature, series) in enumerate(weights.items()):
+        if feature not in named:
+            ax.plot(epochs, series, color="0.75", linewidth=0.6, zorder=1)
+            continue
+        (line,) = ax.plot(
+            epochs,
+            series,
+            color=f"C{index % 10}",
+            linestyle=_DASHES[(index // 10) % len(_DASHES)],
+            linewidth=1.4,
+            zorder=2,
+        )
+        final = finals[feature]
+        rank = -final if math.isfinite(final) else math.inf  # top to bottom, as the lines end
+        entries.append((rank, line, f"{_short(feature)}  ({final:.4g})"))
+    entries.sort(key=lambda entry: entry[0])
+    handles, labels = [line for _, line, _ in entries], [label for _, _, label in entries]
+    if len(weights) > len(named):
+        (grey,) = ax.plot([], [], color="0.75", linewidth=0.6)
+        handles.append(grey)
+        labels.append(f"{len(weights) - len(named)} smaller, unnamed")
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.set(ylabel="weight", title=f"Weights per epoch ({len(weights)} features)")
+    ax_bias.plot(epochs, bias, color="black", linewidth=1.4)
+    ax_bias.set(xlabel="epoch", ylabel="bias")
+    fig.legend(
+        handles,
+        labels,
+        loc="upper left",
+        bbox_to_anchor=(right + 0.01, 0.92),
+        ncol=columns,
+        fontsize=8,
+        title="feature  (final weight)",
+        title_fontsize=8,
+        frameon=False,
+    )
+    fig.subplots_adjust(left=0.7 / width, right=right, bottom=0.1, top=0.92, hspace=0.08)
+    return fig
+
+
+def predicted_vs_actual(actual: np.ndarray, predicted: np.ndarray) -> Figure:
+    """The final model's predictions on held-out rows against their actual values; a perfect
+    model puts every point on the diagonal. Pairs that are not finite (a diverged model) are
+    left out, and counted in the title."""
+    fig = Figure(figsize=(5.5, 5), dpi=100)
+    ax = fig.add_subplot()
+    keep = np.isfinite(actual) & np.isfinite(predicted)
+    xs, ys = actual[keep], predicted[keep]
+    dropped = int((~keep).sum())
+    title = f"Held-out: predicted vs actual ({len(xs)} rows"
+    title += f", {dropped} not finite)" if dropped else ")"
+    ax.set(xlabel="actual y", ylabel="predicted y", title=title)
+    if len(xs):
+        low, high = float(min(xs.min(), ys.min())), float(max(xs.max(), ys.max()))
+        pad = 0.05 * (high - low) or 1.0
+        ax.scatter(xs, ys, s=5, alpha=0.4, color="tab:blue", linewidths=0)
+        ax.plot([low - pad, high + pad], [low - pad, high + pad], color="tab:red",
+                linestyle="--", linewidth=1, label="predicted = actual")  # fmt: skip
+        ax.set_xlim(low - pad, high + pad)
+        ax.set_ylim(low - pad, high + pad)
+        ax.set_aspect("equal")
+        residual = float(((ys - xs) ** 2).sum())
+        spread = float(((xs - xs.mean()) ** 2).sum())
+        if spread > 0:
+            ax.text(0.97, 0.03, f"R² = {1 - residual / spread:.4f}", transform=ax.transAxes,
+                    ha="right", va="bottom")  # fmt: skip
+        ax.legend(loc="upper left", fontsize=8)
+    fig.subplots_adjust(left=0.15, right=0.95, bottom=0.11, top=0.92)
+    return fig
 
 
 def save_figure(fig: Figure, path: Path) -> Path:

@@ -139,7 +139,10 @@ def _apply(cfg: DictConfig, override: Override) -> None:
     """A value override on a composed config, with Hydra's rules: `key=v` changes a key that
     exists (its type checked by the schema), `+key=v` adds one, `++key=v` either, `~key` drops."""
     key = override.key_or_group
-    exists = OmegaConf.select(cfg, key, default=_ABSENT) is not _ABSENT
+    parent_key, _, leaf = key.rpartition(".")
+    parent_node = OmegaConf.select(cfg, parent_key, default=None) if parent_key else cfg
+    # keys(), not `in`: a mandatory value not yet given (data.path: ???) is a key that exists
+    exists = isinstance(parent_node, DictConfig) and leaf in parent_node.keys()  # noqa: SIM118
     if override.is_delete():
         parent, _, leaf = key.rpartition(".")
         with open_dict(cfg):
@@ -152,9 +155,6 @@ def _apply(cfg: DictConfig, override: Override) -> None:
         raise ConfigKeyError(f"Key '{key}' is not in the config: add it with +{key}=...")
     else:
         OmegaConf.update(cfg, key, override.value(), merge=True)
-
-
-_ABSENT = object()
 
 
 def _describe(
@@ -181,4 +181,5 @@ def _describe(
         run_name=cfg.mlflow.run_name or naming.job_name(overrides, info.swept),
         command=reproduce_command(hydra, overrides),
         data_option=str(hydra.runtime.choices.get("data", "data")),
+        launch_dir=Path(str(hydra.runtime.cwd)),
     )

@@ -12,9 +12,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from linreg_exp.jobspec import Job
-from linreg_exp.schema import CONFIG_DIR
 from linreg_exp.sweeps import naming
-from linreg_exp.sweeps.launch import LaunchInfo
+from linreg_exp.sweeps.launch import LaunchInfo, config_flags
 from linreg_exp.tracking.recorder import Tracker
 from linreg_exp.tracking.uris import mask_override
 
@@ -49,6 +48,7 @@ def describe(config: DictConfig, info: LaunchInfo) -> Job:
         run_name=run_name,
         command=reproduce_command(hydra, overrides),
         data_option=str(hydra.runtime.choices.get("data", "data")),
+        launch_dir=Path(str(hydra.runtime.cwd)),
         parent_run_id=info.parent_run_id,
         log_files=submitit_logs(),
     )
@@ -58,16 +58,24 @@ def reproduce_command(hydra: DictConfig, overrides: Sequence[str]) -> str:
     """The command line that re-runs exactly this job from any directory: the config dirs and
     name it was composed from (absolute, from its `hydra` node), and its overrides (sweep
     selectors dropped)."""
-    flags = []
-    for source in hydra.runtime.config_sources:
-        if source.provider == "main" and Path(str(source.path)) != CONFIG_DIR:
-            flags += ["--config-path", str(source.path)]
-        elif source.provider == "command-line":
-            flags += ["--config-dir", str(source.path)]
-    if hydra.job.config_name != "config":
-        flags += ["--config-name", str(hydra.job.config_name)]
-    kept = [o for o in overrides if not o.startswith(SWEEP_ONLY_OVERRIDES)]
+    flags = config_flags(hydra)
+    kept = [absolute_paths(o, Path(str(hydra.runtime.cwd))) for o in overrides
+            if not o.startswith(SWEEP_ONLY_OVERRIDES)]  # fmt: skip
     return shlex.join(["python", "-m", "linreg_exp", *flags, *(mask_override(o) for o in kept)])
+
+
+PATH_KEYS = ("data.path=", "data.val_path=")  # files, relative to where the run was launched
+
+
+def absolute_paths(override: str, launch_dir: Path) -> str:
+    """`data.path=my.csv` as `data.path=/where/it/was/launched/my.csv`: the recorded command
+    reads the same file from any directory."""
+    for key in PATH_KEYS:
+        if override.startswith(key):
+            value = override.removeprefix(key)
+            if value and value != "null" and not Path(value).expanduser().is_absolute():
+                return f"{key}{(launch_dir / value).resolve()}"
+    return override
 
 
 def submitit_logs() -> tuple[str, ...]:

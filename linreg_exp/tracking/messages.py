@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from linreg_exp.params import LinearModelSpec as LinearModelSpec  # re-exported: the protocol's
 from linreg_exp.vocab import Outcome
 
 # ---------------------------------------------------------------- requests
@@ -125,7 +126,7 @@ class FinishRun:
     tags: dict[str, str] = field(default_factory=dict)
     files: list[Artifact] = field(default_factory=list)
     report: Task | None = None  # its files are logged too
-    model: dict[str, float] | None = None  # the fitted line's weight and bias: its MLflow model
+    model: LinearModelSpec | None = None  # the run's MLflow model (model.py)
 
 
 @dataclass(frozen=True)
