@@ -85,10 +85,10 @@ def test_a_run_records_its_model_its_held_out_scores_and_its_own_params(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)  # where runs:/ URIs are looked up
     model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
     expected = [bias - weight, bias, bias + 2.5 * weight]
-    assert model.predict([-1.0, 0.0, 2.5]) == pytest.approx(expected)
     assert model.predict(pd.DataFrame({"x": [-1.0, 0.0, 2.5]})) == pytest.approx(expected)
+    assert model.predict({"x": [-1.0, 0.0, 2.5]}) == pytest.approx(expected)
     assert [o.model_id for o in logged.outputs.model_outputs]  # the UI's Models column
-    assert str(model.metadata.signature.inputs) == "[double (required)]"
+    assert str(model.metadata.signature.inputs) == "['x': Any (required)]"  # a column x
 
     # one yardstick on held-out points of their own random stream
     held_out = make_dataset(DataConfig(), seed=0, held_out=True)

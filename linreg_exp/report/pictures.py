@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from linreg_exp.history import History, LinearParams
+from linreg_exp.params import weight_keys
 from linreg_exp.vocab import LOSS_CURVE_FILE, Metric
 
 CURVE_POINTS = 500  # points of a run's loss that its sweep's report draws
@@ -45,14 +45,6 @@ class RunPictures:
     val_predicted: list[float]  # held-out: the final model's prediction for the same rows
     frames: int
     out_dir: str
-
-
-def weight_keys(features: Sequence[str]) -> list[str]:
-    """The metric name of each feature's weight: `weight` alone for one feature (the tutorial's
-    name), `weight.<feature>` for more."""
-    if len(features) == 1:
-        return [Metric.WEIGHT]
-    return [f"{Metric.WEIGHT}.{feature}" for feature in features]
 
 
 def draw(pictures: RunPictures) -> list[Path]:

@@ -1,6 +1,14 @@
-"""A run's trained model as an MLflow model: the fitted line (fitted_line.py) as a pyfunc with a
-signature (from its type hints), an input example and explicit pip requirements, logged as the
-run's `model`.
+"""A run's trained model as an MLflow model: the linear model (fitted_line.py) as a pyfunc with a
+signature that names its columns (one per feature), an input example and explicit pip
+requirements, logged as the run's `model`.
+
+The signature's columns are of MLflow's type Any, not double, because MLflow's schema
+enforcement runs before `predict` and, for a double column, refuses two inputs users send: a
+DataFrame of integers (int64 is not a "safe" conversion to double, mlflow/models/utils.py
+`_enforce_mlflow_datatype`), and a one-feature model's 2-D `{"inputs": [[1.0], [-4.0]]}`, which
+reaches it as one column of one-element rows. `predict` checks the values itself instead:
+numbers only. The names are still enforced by MLflow: a missing column is refused, extra ones
+are dropped.
 
 It is created with MlflowClient's logged-model calls rather than `mlflow.pyfunc.log_model`, which
 first reads back the whole history of every metric of the run (to copy one step's values onto
@@ -16,13 +24,16 @@ import time
 from pathlib import Path
 
 import mlflow.pyfunc
+import pandas as pd
 from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
-from mlflow.models import Model
+from mlflow.models import Model, ModelSignature
 from mlflow.tracking import MlflowClient
+from mlflow.types.schema import AnyType, ColSpec, Schema
+
+from linreg_exp.tracking.messages import LinearModelSpec
 
 NAME = "model"
 CODE = Path(__file__).with_name("fitted_line.py")
-INPUT_EXAMPLE = [-10.0, 0.0, 10.0]
 
 
 def requirements() -> list[str]:
@@ -30,23 +41,43 @@ def requirements() -> list[str]:
     return [f"{name}=={importlib.metadata.version(name)}" for name in ("mlflow", "numpy", "pandas")]
 
 
+def signature(features: list[str]) -> ModelSignature:
+    """A column per feature, by name (why of type Any: the module's docstring); one prediction
+    (a double) per row."""
+    columns = [ColSpec(AnyType(), name) for name in features]  # type: ignore[no-untyped-call]
+    return ModelSignature(inputs=Schema(columns), outputs=Schema([ColSpec("double")]))  # type: ignore[arg-type]
+
+
+def weight_key(feature: str, count: int) -> str:
+    """A weight's name, as the run's metrics name it: `weight` alone for one feature."""
+    return "weight" if count == 1 else f"weight.{feature}"
+
+
+def input_example(features: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({name: [-1.0, 0.0, 1.0] for name in features})
+
+
 def log_model(
-    client: MlflowClient, experiment_id: str, run_id: str, weights: dict[str, float],
+    client: MlflowClient, experiment_id: str, run_id: str, spec: LinearModelSpec,
     metrics: dict[str, float],
 ) -> str:  # fmt: skip
-    """Log the fitted line with these weights as the run's model; its metrics (the held-out
-    scores, say) are logged for the model too. Returns the model's id."""
+    """Log the linear model `spec` as the run's model; its metrics (the held-out scores, say)
+    are logged for the model too. Returns the model's id."""
+    features = list(spec["features"])
+    weights = dict(zip(features, spec["weights"], strict=True))
+    params = {weight_key(name, len(features)): repr(w) for name, w in weights.items()}
     model = client.create_logged_model(
         experiment_id, name=NAME, source_run_id=run_id, model_type="linear regression",
-        params={key: repr(value) for key, value in weights.items()},
+        params={**params, "bias": repr(spec["bias"])},
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / NAME
         mlflow.pyfunc.save_model(
             path,
             python_model=str(CODE),
-            model_config=weights,
-            input_example=INPUT_EXAMPLE,
+            model_config=dict(spec),
+            signature=signature(features),
+            input_example=input_example(features),
             pip_requirements=requirements(),
             mlflow_model=Model(artifact_path=model.artifact_location, run_id=run_id,
                                model_uuid=model.model_id, model_id=model.model_id),

@@ -43,6 +43,7 @@ from linreg_exp.tracking.messages import (
     Failed,
     Finished,
     FinishRun,
+    LinearModelSpec,
     Open,
     Opened,
     Reply,
@@ -284,7 +285,7 @@ class RunGroup:
         tags: Mapping[str, str] | None = None,
         files: list[Artifact] | None = None,
         report: Task | None = None,
-        model: dict[str, float] | None = None,
+        model: LinearModelSpec | None = None,
     ) -> Future[Reply]:
         """Send the epochs left (the run's last one always), then end the run, however it
         went."""
@@ -337,7 +338,7 @@ class RunStream:
         tags: Mapping[str, str] | None = None,
         files: list[Artifact] | None = None,
         report: Task | None = None,
-        model: dict[str, float] | None = None,
+        model: LinearModelSpec | None = None,
     ) -> Future[Reply]:
         """Send the epochs left (the last one always), then end the run, however it went."""
         return self.group.finish(self.run, outcome, metrics, tags, files, report, model)
