@@ -68,7 +68,8 @@ SHARED_FIXTURES = ("test_slurm", "test_server", "test_packaging", "test_cli")
 # The modules that take minutes, longest first: pytest-xdist hands out work in the order it was
 # collected, so these start first and the short tests fill in around them.
 LONG_MODULES = ("test_outages", "test_slurm", "test_sweeps", "test_server", "test_batched",
-                "test_reliability", "test_packaging", "test_concurrency")  # fmt: skip
+                "test_reliability", "test_packaging", "test_concurrency", "test_tables",
+                "test_docs")  # fmt: skip
 
 
 def module_of(item: pytest.Item) -> str:
