@@ -13,7 +13,7 @@ ARGS   ?=
 PYTEST_ARGS ?=
 APT_PACKAGES := chromium chromium-driver postgresql-15
 
-.PHONY: run test install install-dev system-deps lint bench ui server pictures clean
+.PHONY: run test install install-dev system-deps lint bench ui dashboard server pictures clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -63,9 +63,28 @@ lint: install-dev
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-## bench: framework overhead against the bare tutorial script (writes benchmarks/results.md)
+## bench: framework overhead against the bare tutorial script (writes benchmarks/results.md);
+## Q=batched runs one question (or several: Q=startup,memory): loop minibatch logging startup
+## sweeps stopping memory batched; BENCH_ARGS=--quick for fewer repetitions, smaller sizes
+Q ?=
+BENCH_ARGS ?=
 bench: install-dev
-	$(BIN)/python benchmarks/bench.py
+	$(BIN)/python benchmarks/bench.py $(if $(Q),--only $(Q)) $(BENCH_ARGS)
+
+## dashboard: optuna-dashboard (the [dashboard] extra) on an Optuna search's study, at
+## http://$(HOST):$(DASHBOARD_PORT): make dashboard SWEEP=outputs/multirun/DAY/TIME (its sweep dir;
+## default: the newest one holding a study), or OPTUNA_STORAGE=postgresql+psycopg2://... for a
+## study kept in a database (hydra.sweeper.storage)
+SWEEP ?= $(patsubst %/optuna.db,%,$(firstword $(shell ls -t outputs/multirun/*/*/optuna.db 2>/dev/null)))
+OPTUNA_STORAGE ?= sqlite:///$(abspath $(SWEEP))/optuna.db
+DASHBOARD_PORT ?= 8080
+$(BIN)/.installed-dashboard: $(BIN)/.installed
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[sweep,server,dashboard]'
+	touch $@
+dashboard: $(BIN)/.installed-dashboard
+	@case "$(OPTUNA_STORAGE)" in sqlite:///*) [ -f "$(OPTUNA_STORAGE:sqlite:///%=%)" ] || { \
+	  echo "no Optuna study at $(OPTUNA_STORAGE:sqlite:///%=%): make dashboard SWEEP=<an Optuna search's sweep dir>"; exit 2; };; esac
+	$(BIN)/optuna-dashboard '$(OPTUNA_STORAGE)' --host $(HOST) --port $(DASHBOARD_PORT)
 
 ## ui: browse ./mlflow.db (and its artifacts) at http://$(HOST):$(PORT)
 ui: install

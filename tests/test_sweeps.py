@@ -82,20 +82,6 @@ def test_diverging_jobs_are_recorded_and_the_sweep_goes_on(tmp_path: Path, store
     assert parent.data.metrics["jobs_diverged"] == 2 and parent.data.metrics["jobs_finished"] == 1
 
 
-def test_optuna_sweep_logs_trials_and_best_lr(tmp_path: Path, store: str) -> None:
-    result = run_cli(
-        ["hparams_search=lr_optuna", "hydra.sweeper.n_trials=6", *FAST], tmp_path, store
-    )
-    assert result.returncode == 0, result.stderr
-    parent, children = sweep_runs(store)
-    assert len(children) == 6
-    best = min(children, key=lambda c: c.data.metrics["val_mse"])
-    assert parent.data.tags["best.optimizer.lr"] == best.data.params["optimizer.lr"]
-    assert parent.data.tags["linreg.sweeper"] == "OptunaSweeper"
-    # a job's reproduce command must not start the search again
-    assert all("hparams_search" not in c.data.tags["linreg.command"] for c in children)
-
-
 def test_submitit_local_jobs_are_children_of_one_parent(tmp_path: Path, store: str) -> None:
     result = run_cli(
         ["-m", "hydra/launcher=submitit_local", "optimizer.lr=0.01,0.1", *FAST],
@@ -204,14 +190,6 @@ def test_a_sweep_dir_holding_another_sweep_is_refused(tmp_path: Path, store: str
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "holds another sweep" in lines[0], result.stderr
     assert len(sweep_dir_runs(store, tmp_path)) == before
-
-
-def test_an_optuna_search_is_not_resumed(tmp_path: Path, store: str) -> None:
-    args = ["hparams_search=lr_optuna", "hydra.sweeper.n_trials=1", *FAST,
-            f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
-    assert run_cli(args, tmp_path, store).returncode == 0
-    result = run_cli(args, tmp_path, store)
-    assert result.returncode == 2 and "cannot be resumed" in result.stderr
 
 
 def test_a_sweep_dir_in_use_by_a_running_sweep_is_refused(tmp_path: Path, store: str) -> None:

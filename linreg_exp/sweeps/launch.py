@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 from linreg_exp import signals, startup, tracking
 from linreg_exp.errors import ConfigError
-from linreg_exp.schema import validate
+from linreg_exp.schema import CONFIG_DIR, validate
 from linreg_exp.sweeps import naming
 from linreg_exp.tracking.messages import Closed, Open, Parent
 from linreg_exp.tracking.recorder import Tracker
@@ -50,6 +50,40 @@ class LaunchInfo:
     parent_run_id: str | None = None  # known before any job starts where jobs run elsewhere
     jobs: Jobs = "here"  # where the jobs run (messages.Parent)
     outage_timeout: float = 300.0  # mlflow.outage_timeout
+
+
+def sweep_key(sweep_dir: Path) -> str:
+    """A sweep's identity, safe to search by: a hash of its (resolved) sweep dir, on its parent
+    run and, for an Optuna search, on its trials."""
+    return hashlib.sha256(str(sweep_dir).encode()).hexdigest()[:16]
+
+
+# Hydra overrides that say where a launch writes, not what it runs: a sweep's command leaves them
+# out (rerun as it is, it makes a new sweep; with hydra.sweep.dir=<its dir> added, it resumes).
+WHERE_OVERRIDES = ("hydra.mode=", "hydra.sweep.dir=", "hydra.run.dir=")
+
+
+def config_flags(hydra: DictConfig) -> list[str]:
+    """The flags that name the config dirs and name a launch was composed from (absolute, from
+    its `hydra` node), so that its command runs the same from any directory."""
+    flags = []
+    for source in hydra.runtime.config_sources:
+        if source.provider == "main" and Path(str(source.path)) != CONFIG_DIR:
+            flags += ["--config-path", str(source.path)]
+        elif source.provider == "command-line":
+            flags += ["--config-dir", str(source.path)]
+    if hydra.job.config_name != "config":
+        flags += ["--config-name", str(hydra.job.config_name)]
+    return flags
+
+
+def sweep_command(hydra: DictConfig) -> str:
+    """The command that runs the sweep again: its config flags, its Hydra overrides (the
+    launcher and the sweeper's settings: `hydra/launcher=joblib hydra.launcher.n_jobs=2`,
+    `hydra.sweeper.n_trials=4`) but where it writes, then its overrides, passwords masked."""
+    kept = [str(o) for o in hydra.overrides.hydra if not str(o).startswith(WHERE_OVERRIDES)]
+    overrides = [mask_override(o) for o in [*kept, *hydra.overrides.task]]
+    return shlex.join(["python", "-m", "linreg_exp", "-m", *config_flags(hydra), *overrides])
 
 
 def jobs_of(launcher: str) -> Jobs:
@@ -128,9 +162,9 @@ class Launch:
             tags={
                 Tag.KIND: "sweep",
                 Tag.SWEEP_DIR: str(sweep_dir),
-                Tag.SWEEP_KEY: hashlib.sha256(str(sweep_dir).encode()).hexdigest()[:16],
+                Tag.SWEEP_KEY: sweep_key(sweep_dir),
                 Tag.OVERRIDES: " ".join(masked),
-                Tag.COMMAND: shlex.join(["python", "-m", "linreg_exp", "-m", *masked]),
+                Tag.COMMAND: sweep_command(config.hydra),
                 Tag.LAUNCHER: launcher.rsplit(".", 1)[-1],
                 Tag.SWEEPER: str(config.hydra.sweeper._target_).rsplit(".", 1)[-1],
                 Tag.OBJECTIVE: f"{config.sweep.objective} {config.sweep.direction}",

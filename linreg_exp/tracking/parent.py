@@ -57,11 +57,6 @@ def reopen(client: MlflowClient, experiment_id: str, parent: Parent) -> str | No
             f"hydra.sweep.dir={sweep_dir} holds another sweep ({tags.get(Tag.OVERRIDES)}"
             "): rerun it with those overrides to resume it, or choose a new hydra.sweep.dir"
         )
-    if parent.tags.get(Tag.SWEEPER) == "OptunaSweeper":
-        raise ConfigError(
-            f"hydra.sweep.dir={sweep_dir} holds an Optuna search, which cannot be resumed "
-            "(its study lived in the sweep's memory): choose a new hydra.sweep.dir"
-        )
     client.update_run(earlier[0].info.run_id, status=RUNNING)
     return str(earlier[0].info.run_id)
 
