@@ -20,6 +20,17 @@ SAMPLE_SIZE = 4096  # the sample halves itself at this size: pictures need no mo
 Point = tuple[int, tuple[float, ...]]  # epoch, the metrics' values in History.names order
 
 
+def divergence(loss: float, first: float, factor: float, epoch: int) -> str | None:
+    """How this epoch's loss ends a run as diverged, or None: non-finite, or grown past `factor`
+    times the first epoch's loss (`first`), which catches a blow-up long before it overflows,
+    while L1's bounded oscillation at a large learning rate stays in."""
+    if not math.isfinite(loss):
+        return f"loss became non-finite at epoch {epoch}"
+    if first <= 0 or not math.isfinite(first) or loss <= factor * first:
+        return None
+    return f"loss {loss:.4g} at epoch {epoch} exceeds {factor:g} x the first epoch's {first:.4g}"
+
+
 @dataclass(frozen=True)
 class LinearParams:
     weight: float
@@ -47,15 +58,14 @@ class History:
         """Whether this next epoch's loss ends the run as diverged: non-finite, or grown past
         `factor` times the first epoch's loss (which catches a blow-up long before it
         overflows, while L1's bounded oscillation at a large learning rate stays in)."""
-        first = self.series(Metric.LOSS)[0] if self.sample else None
-        if math.isfinite(loss) and (first is None or first <= 0 or loss <= factor * first):
+        first = self.series(Metric.LOSS)[0] if self.sample else loss
+        why = divergence(loss, first, factor, self.epochs_done)
+        if why is None:
             return False
-        self.outcome, self.diverged_at_epoch = Outcome.DIVERGED, self.epochs_done
-        self.divergence = (
-            f"loss became non-finite at epoch {self.epochs_done}"
-            if not math.isfinite(loss)
-            else f"loss {loss:.4g} at epoch {self.epochs_done} exceeds {factor:g} x the first "
-            f"epoch's {first:.4g}"
+        self.outcome, self.diverged_at_epoch, self.divergence = (
+            Outcome.DIVERGED,
+            self.epochs_done,
+            why,
         )
         return True
 

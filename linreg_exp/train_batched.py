@@ -216,8 +216,3 @@ def _adam(
     second = torch.where(s.amsgrad.view(shape), state.max_exp_avg_sq, state.exp_avg_sq)
     denom = second.sqrt() / correction2_sqrt + s.eps.view(shape)
     return torch.addcdiv(param, state.exp_avg * step_size, denom, value=-1)  # as torch.optim
-
-
-def diverged(first: torch.Tensor, loss: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """Which configs this epoch's loss ends as diverged: history.History.diverges, for N."""
-    return ~torch.isfinite(loss) | ((first > 0) & (loss > factor * first))

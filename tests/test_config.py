@@ -13,7 +13,7 @@ from torch import nn
 
 from linreg_exp.app import register_configs
 from linreg_exp.errors import ConfigError
-from linreg_exp.job import build_loss
+from linreg_exp.lifecycle import build_loss
 from linreg_exp.schema import validate
 from tests.conftest import CONF_DIR
 
