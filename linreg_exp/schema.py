@@ -183,15 +183,18 @@ def _check_no_extra_keys(cfg: DictConfig) -> None:
             continue
         known = {f.name for f in dataclasses.fields(schema)}
         for key in node:
+            if key in known:
+                continue
             allowed = ", ".join(sorted(k for k in known if not k.startswith("_")))
-            _require(key in known, f"{group}.{key}", node[key], f"unknown key; allowed: {allowed}")
+            _require(False, f"{group}.{key}", node[key], f"unknown key; allowed: {allowed}")
 
 
 def validate(cfg: DictConfig) -> None:
     """Range checks Hydra's types cannot express; raises ConfigError naming the key and value."""
     _check_no_extra_keys(cfg)
     data, trainer, optim = cfg.data, cfg.trainer, cfg.optimizer
-    if OmegaConf.get_type(data) is TableConfig:
+    # `--cfg job` checks the printed config, read back untyped: a table is the data with a target
+    if OmegaConf.get_type(data) is TableConfig or "target" in data:
         _validate_table(data)
     else:
         _validate_synthetic(data)
@@ -271,6 +274,10 @@ def _validate_synthetic(data: DictConfig) -> None:
 
 
 def _validate_table(data: DictConfig) -> None:
+    for key in ("path", "target"):
+        if OmegaConf.is_missing(data, key):
+            raise ConfigError(f"data.{key} is required: data={data.format} needs "
+                              "data.path=FILE and data.target=COLUMN")  # fmt: skip
     _require(data.format in TABLE_FORMATS, "data.format", data.format,
              f"one of {', '.join(TABLE_FORMATS)}")  # fmt: skip
     _require(bool(data.path), "data.path", repr(data.path), "a file's path")

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 from scipy.optimize import linprog
 
@@ -255,3 +256,25 @@ def test_the_basic_and_batched_launchers_agree_on_a_three_feature_grid(tmp_path:
         other = by_overrides[run.data.tags["linreg.overrides"]]
         for key in keys:
             assert run.data.metrics[key] == pytest.approx(other.data.metrics[key], abs=1e-5)
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib", "batched"])
+def test_a_sweep_no_job_can_run_is_one_line_and_leaves_nothing(
+    tmp_path: Path, launcher: str
+) -> None:
+    """What every job shares is checked before the sweep's parent run or dir exists."""
+    write_table(tmp_path / "t.csv")
+    cases = [["data=csv", "data.path=missing.csv", "data.target=y"], ["data=csv"]]
+    if not torch.cuda.is_available():
+        cases.append(["device=cuda"])
+    for case in cases:
+        args = ["-m", f"hydra/launcher={launcher}", *case, "optimizer.lr=0.01,0.02"]
+        result = run_cli(args, tmp_path, f"sqlite:///{tmp_path}/m.db")
+        errors = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 2 and len(errors) == 1, result.stderr
+        assert errors[0].startswith(("error: data.path", "error: device=cuda")), errors
+        assert not (tmp_path / "multirun").exists()
+        db = tmp_path / "m.db"
+        assert not db.exists() or not MlflowClient(f"sqlite:///{db}").search_runs(
+            ["0", "1"], run_view_type=3
+        )

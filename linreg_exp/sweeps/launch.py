@@ -14,16 +14,17 @@ import hashlib
 import logging
 import shlex
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from filelock import FileLock, Timeout
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from linreg_exp import signals, startup, tracking
 from linreg_exp.errors import ConfigError
-from linreg_exp.schema import CONFIG_DIR, validate
+from linreg_exp.schema import CONFIG_DIR, TableConfig, validate
 from linreg_exp.sweeps import naming
 from linreg_exp.tracking.messages import Closed, Open, Parent
 from linreg_exp.tracking.recorder import Tracker
@@ -95,6 +96,26 @@ def jobs_of(launcher: str) -> Jobs:
     return "scheduler" if "submitit" in launcher else "workers"
 
 
+def check_shared(config: DictConfig, swept: Mapping[str, str]) -> None:
+    """What every job of a sweep shares and no schema can check, checked before its parent run
+    or sweep dir exists, so that a sweep no job can run is one line and leaves nothing: a device
+    the machine lacks, a table that cannot be used. Swept values are each job's own to check
+    (`job N rejected`). torch and pandas are imported only where there is such a thing."""
+    if config.device.name == "cuda" and not any(key.startswith("device") for key in swept):
+        from linreg_exp.train import resolve_device
+
+        resolve_device("cuda")
+    data = config.data
+    if "path" in data and not any(key.startswith("data") for key in swept):
+        from linreg_exp import data as datasets
+
+        typed = OmegaConf.to_object(data)
+        assert isinstance(typed, TableConfig)
+        splits = datasets.load(typed, config.seed, Path.cwd(), "check")
+        if config.model.standardize:
+            datasets.Scaling.of(splits.train)
+
+
 class Launch:
     """An open launch: its tracker, its lock, and closing them however the process ends."""
 
@@ -133,6 +154,10 @@ class Launch:
         it would resume it at the same time), its parent run described and, where the jobs run
         elsewhere, created now: they need its id."""
         validate(config)
+        overrides = list(config.hydra.overrides.task)
+        check_shared(
+            config, naming.swept_values(overrides, config.hydra.sweeper.get("params") or {})
+        )
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         fresh = not sweep_dir.exists()
         sweep_dir.mkdir(parents=True, exist_ok=True)
