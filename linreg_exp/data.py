@@ -130,64 +130,96 @@ def resolve(path: str, launch_dir: Path) -> Path:
 
 
 def load_table(cfg: TableConfig, seed: int, launch_dir: Path, option: str) -> Splits:
-    path = resolve(cfg.path, launch_dir)
-    frame, sha = _read(path, cfg.format, "data.path")
-    target, features = _columns(frame, cfg, path)
-    x, y = _tensors(frame, features, target, path, "data.path")
+    """A table's splits. The table is read once a process (the configs of a sweep share it, and
+    the memory it takes), and read again when its file changes."""
+    main = _stamp(resolve(cfg.path, launch_dir), "data.path")
+    held = None if cfg.val_path is None else _stamp(resolve(cfg.val_path, launch_dir),
+                                                    "data.val_path")  # fmt: skip
+    features = None if cfg.features is None else tuple(str(f) for f in cfg.features)
+    table = _table(main, cfg.format, "data.path", cfg.target, features)
     source: dict[str, Any] = {
-        "path": str(path), "format": cfg.format, "sha256": sha, "rows": len(frame),
-        "columns": list(map(str, frame.columns)), "target": target, "features": list(features),
+        "path": str(main[0]), "format": cfg.format, "sha256": table.sha, "rows": table.rows,
+        "columns": list(table.columns), "target": cfg.target, "features": list(table.features),
     }  # fmt: skip
-    if cfg.val_path is not None:
-        val_path = resolve(cfg.val_path, launch_dir)
-        val_frame, val_sha = _read(val_path, cfg.format, "data.val_path")
-        _require_columns(val_frame, [target, *features], "data.val_path", val_path)
-        val_x, val_y = _tensors(val_frame, features, target, val_path, "data.val_path")
-        train, val = Dataset(x, y, features), Dataset(val_x, val_y, features)
-        source["split"] = {"val_path": str(val_path), "sha256": val_sha, "rows": len(val_frame)}
+    if held is not None:
+        val_table = _table(held, cfg.format, "data.val_path", cfg.target, table.features)
+        train = Dataset(table.x, table.y, table.features)
+        val = Dataset(val_table.x, val_table.y, table.features)
+        source["split"] = {"val_path": str(held[0]), "sha256": val_table.sha,
+                           "rows": val_table.rows}  # fmt: skip
     else:
-        val_rows = round(cfg.val_fraction * len(frame))
-        if val_rows < 1 or val_rows >= len(frame):
+        val_rows = round(cfg.val_fraction * table.rows)
+        if val_rows < 1 or val_rows >= table.rows:
             which = "validation" if val_rows < 1 else "training"
             raise ConfigError(
                 f"data.val_fraction={cfg.val_fraction} leaves an empty {which} split of "
-                f"{path.name}'s {len(frame)} rows; allowed: a fraction that keeps >= 1 row in each"
+                f"{main[0].name}'s {table.rows} rows; allowed: a fraction that keeps >= 1 row "
+                "in each"
             )
-        order = torch.randperm(len(frame), generator=torch.Generator().manual_seed(seed))
+        order = torch.randperm(table.rows, generator=torch.Generator().manual_seed(seed))
         val_index, train_index = order[:val_rows].sort().values, order[val_rows:].sort().values
-        train = Dataset(x[train_index], y[train_index], features)
-        val = Dataset(x[val_index], y[val_index], features)
+        train = Dataset(table.x[train_index], table.y[train_index], table.features)
+        val = Dataset(table.x[val_index], table.y[val_index], table.features)
         source["split"] = {"val_fraction": cfg.val_fraction, "seed": seed,
                            "train_rows": train.rows, "val_rows": val.rows}  # fmt: skip
-    return Splits(train, val, f"linreg_{option}_{path.stem}", _digest(source), source)
+    return Splits(train, val, f"linreg_{option}_{main[0].stem}", _digest(source), source)
 
 
-@functools.lru_cache(maxsize=4)
-def _read_cached(path: Path, fmt: str, mtime_ns: int, size: int) -> tuple[pd.DataFrame, str]:
-    """A table read once a process (a batched sweep's configs share it), keyed by its mtime."""
-    import pandas as pd
-
-    sha = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-    frame = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path)
-    return frame, sha.hexdigest()
+_Stamp = tuple[Path, int, int]  # a file, its mtime (ns) and size: a changed file is read again
 
 
-def _read(path: Path, fmt: str, key: str) -> tuple[pd.DataFrame, str]:
+def _stamp(path: Path, key: str) -> _Stamp:
     if not path.is_file():
         raise ConfigError(f"{key}={path}: no such file")
-    size = path.stat().st_size
+    stat = path.stat()
+    return path, stat.st_mtime_ns, stat.st_size
+
+
+@dataclass(frozen=True)
+class _Table:
+    """A table's target and features as float32 tensors (the rest of it is not kept)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    features: tuple[str, ...]
+    columns: tuple[str, ...]
+    sha: str  # of its file's bytes
+
+    @property
+    def rows(self) -> int:
+        return int(self.x.shape[0])
+
+
+@functools.lru_cache(maxsize=2)
+def _table(
+    stamp: _Stamp, fmt: str, key: str, target: str, features: tuple[str, ...] | None
+) -> _Table:
+    path = stamp[0]
+    frame, sha = _read(stamp, fmt, key)
+    wanted = None if features is None else list(features)
+    target, chosen = _columns(frame, TableConfig(fmt, str(path), target, wanted), path, key)
+    x, y = _tensors(frame, chosen, target, path, key)
+    return _Table(x, y, chosen, tuple(map(str, frame.columns)), sha)
+
+
+def _read(stamp: _Stamp, fmt: str, key: str) -> tuple[pd.DataFrame, str]:
+    """A table and the sha256 of its bytes; one that cannot be read is a ConfigError."""
+    import pandas as pd
+
+    path, _, size = stamp
     _check_memory(path, size, fmt, key)
+    sha = hashlib.sha256()
     try:
-        frame, sha = _read_cached(path, fmt, path.stat().st_mtime_ns, size)
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                sha.update(block)
+        frame = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path)
     except (ValueError, OSError, ImportError) as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ConfigError(f"{key}={path}: cannot be read as {fmt}: {first}") from None
     if frame.empty:
         raise ConfigError(f"{key}={path}: the table has no rows")
-    return frame, sha
+    return frame, sha.hexdigest()
 
 
 def _check_memory(path: Path, size: int, fmt: str, key: str) -> None:
@@ -212,11 +244,16 @@ def _require_columns(frame: pd.DataFrame, wanted: Sequence[str], key: str, path:
             )
 
 
-def _columns(frame: pd.DataFrame, cfg: TableConfig, path: Path) -> tuple[str, tuple[str, ...]]:
-    """The target and the features, each checked against the table."""
+def _columns(
+    frame: pd.DataFrame, cfg: TableConfig, path: Path, key: str = "data.path"
+) -> tuple[str, tuple[str, ...]]:
+    """The target and the features, each checked against the table (a held-out file must have
+    the training file's: `key` says which file is wrong)."""
     import pandas as pd
 
     columns = list(map(str, frame.columns))
+    if key == "data.val_path" and cfg.features is not None:
+        _require_columns(frame, [cfg.target, *cfg.features], key, path)
     if cfg.target not in columns:
         raise ConfigError(f"data.target={cfg.target} is not a column of {path.name}; "
                           f"columns: {', '.join(columns)}")  # fmt: skip
