@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.core.utils import JobReturn, JobStatus
@@ -31,6 +30,7 @@ from linreg_exp.jobspec import Job
 from linreg_exp.schema import validate
 from linreg_exp.sweeps import naming
 from linreg_exp.sweeps.callback import LaunchCallback
+from linreg_exp.sweeps.hydra_internals import get_overrides_dirname
 from linreg_exp.sweeps.jobs import reproduce_command
 from linreg_exp.sweeps.launch import LaunchInfo
 from linreg_exp.sweeps.trackers import writers as trackers_for_batch

@@ -26,6 +26,7 @@ from linreg_exp import signals, startup, tracking
 from linreg_exp.errors import ConfigError
 from linreg_exp.schema import CONFIG_DIR, TableConfig, validate
 from linreg_exp.sweeps import naming
+from linreg_exp.sweeps.hydra_internals import BASIC_LAUNCHER
 from linreg_exp.tracking.messages import Closed, Open, Parent
 from linreg_exp.tracking.recorder import Tracker
 from linreg_exp.tracking.spool import is_offline
@@ -34,7 +35,6 @@ from linreg_exp.vocab import FAILED, KILLED, Tag
 
 log = logging.getLogger(__name__)
 
-BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 SWEEP_REPORT = "linreg_exp.report.sweep:draw"
 
 Jobs = Literal["here", "workers", "scheduler"]
