@@ -12,12 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+# Hydra's internals: linreg_exp/sweeps/hydra_internals.py says why each is used. This one stays
+# here: Hydra's plugin scan loads its core plugins' modules afresh, and a subclass must derive
+# from the module object the scan gives (`super(BasicSweeper, self)` looks its name up there).
+from hydra._internal.core_plugins import basic_sweeper
 from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
-
-from linreg_exp.sweeps import hydra_internals
 
 
 class BatchedLauncher(Launcher):
@@ -42,7 +44,7 @@ class BatchedLauncher(Launcher):
         return launch(self.config, self.hydra_context, job_overrides, initial_job_idx, writers)
 
 
-class BasicSweeper(hydra_internals.BasicSweeper):
+class BasicSweeper(basic_sweeper.BasicSweeper):
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         if not isinstance(self.launcher, BatchedLauncher):  # which checks each job itself
             super().validate_batch_is_legal(batch)

@@ -63,7 +63,9 @@ def launch(
         entries = [(item.cfg, item.job) for item in jobs if isinstance(item, Composed)]
         from linreg_exp.batch import run_batch  # torch
 
-        results = iter(run_batch(entries, trackers))
+        from linreg_exp.sweeps.pruning import program_pruner
+
+        results = iter(run_batch(entries, trackers, program_pruner))
     finally:
         errors = _close_writers(trackers[1:])
     if errors:  # a job's outcome could not be logged: the sweep fails, as with one writer

@@ -8,12 +8,11 @@ from __future__ import annotations
 # Hydra's own launchers do, from the job's overrides.
 from hydra._internal.config_loader_impl import get_overrides_dirname
 
-# `hydra/sweeper=basic` is Hydra's basic sweeper, less its second compose of every job when the
-# batched launcher (which composes each job itself) is the one launching: a subclass.
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+# (hydra_plugins/linreg_exp_batched/batched.py subclasses Hydra's basic sweeper, and imports
+# it there itself: see its comment.)
 
 # The launcher Hydra's default config names (jobs in this process): its class path, to tell it
 # from the launchers that run jobs elsewhere.
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
-__all__ = ["BASIC_LAUNCHER", "BasicSweeper", "get_overrides_dirname"]
+__all__ = ["BASIC_LAUNCHER", "get_overrides_dirname"]

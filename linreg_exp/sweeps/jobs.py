@@ -13,7 +13,8 @@ from omegaconf import DictConfig
 
 from linreg_exp.jobspec import Job
 from linreg_exp.sweeps import naming
-from linreg_exp.sweeps.launch import LaunchInfo, config_flags
+from linreg_exp.sweeps.launch import LaunchInfo, config_flags, sweep_key
+from linreg_exp.sweeps.pruning import job_pruner
 from linreg_exp.tracking.recorder import Tracker
 from linreg_exp.tracking.uris import mask_override
 
@@ -40,6 +41,10 @@ def describe(config: DictConfig, info: LaunchInfo) -> Job:
     run_name = config.mlflow.run_name or (
         naming.job_name(overrides, info.swept) if info.multirun else naming.single_name(overrides)
     )
+    pruner = None
+    if info.multirun:  # its sweep's pruner: decisions shared through an Optuna study
+        key = sweep_key(Path(str(hydra.sweep.dir)).resolve())
+        pruner = job_pruner(config, key, int(hydra.job.num))
     return Job(
         output_dir=Path(str(hydra.runtime.output_dir)),
         tracking_uri=info.tracking_uri,
@@ -51,6 +56,7 @@ def describe(config: DictConfig, info: LaunchInfo) -> Job:
         launch_dir=Path(str(hydra.runtime.cwd)),
         parent_run_id=info.parent_run_id,
         log_files=submitit_logs(),
+        pruner=pruner,
     )
 
 

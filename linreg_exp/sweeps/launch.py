@@ -169,6 +169,9 @@ class Launch:
                 f"hydra.sweep.dir={sweep_dir} is in use by another sweep that is still running"
             ) from None
         try:
+            from linreg_exp.sweeps.pruning import prepare_study
+
+            prepare_study(config, sweep_dir)
             launch = cls._open_sweep(config, sweep_dir, lock)
         except BaseException:
             lock.release()
