@@ -32,6 +32,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -432,6 +433,8 @@ def ran(
         if result["jobs"] > QUICK_JOBS or (result["epochs"] or 0) > QUICK_EPOCHS:
             return f"not quick: {result['jobs']} jobs of {result['epochs']} epochs"
         cwd = tmp_path_factory.mktemp("readme")
+        # run from a checkout, as the README says: its relative data paths name examples/
+        shutil.copytree(REPO / "examples", cwd / "examples")
         for name, content in command.files:
             (cwd / name).parent.mkdir(parents=True, exist_ok=True)
             (cwd / name).write_text(content)
