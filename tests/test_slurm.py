@@ -154,19 +154,16 @@ def test_scancel_ends_every_run_killed_and_the_launcher_exits(
     try:
         wait_for("two jobs streaming", lambda: sum(n > 100 for *_, n in statuses(db)) == 2)
         streamed = {name: n for name, _, n in statuses(db)}
-        cancelled = time.monotonic()
         cluster.run("scancel", *squeue_ids(cluster))
         wait_for(
             "both children KILLED",
             lambda: {s for _, s, _ in statuses(db)} == {"KILLED"},
             timeout=cluster.kill_wait + 30,
         )
-        killed_after = time.monotonic() - cancelled
         code, output = finish(launcher, timeout=120)  # at submitit's next sacct poll
     finally:
         if launcher.poll() is None:
             launcher.kill()
-    assert killed_after < cluster.kill_wait, killed_after  # the jobs stopped before the SIGKILL
     assert code != 0
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, output
@@ -175,6 +172,9 @@ def test_scancel_ends_every_run_killed_and_the_launcher_exits(
     for child in children:
         assert child.data.tags["linreg.stopped_by"] == "SIGTERM"
         assert child.data.tags["linreg.outcome"] == "interrupted"
+        # the job ended its run itself, on SIGTERM, before SLURM's SIGKILL: a job killed first
+        # leaves its run to its helper, which says so (and knows no stopping signal)
+        assert "ended before reporting" not in child.data.tags.get("linreg.failure", "")
     assert all(n >= streamed[name] for name, _, n in statuses(db))  # the epochs streamed kept
 
 

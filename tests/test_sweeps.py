@@ -7,7 +7,6 @@ import io
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import run_cli
 from tests.support.store import points, sweep_runs
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -121,10 +121,8 @@ def test_a_killed_sweep_resumes_keeping_its_finished_jobs(tmp_path: Path, store:
     args = ["-m", "trainer.epochs=20,20000", "optimizer.lr=0.01,0.02", "plots.enabled=false",
             f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
     process = start_cli(args, tmp_path, store)
-    deadline = time.monotonic() + 120
-    while runs_by_status(tmp_path / "mlflow.db").get("FINISHED", 0) < 2:
-        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
-        time.sleep(0.2)
+    finished = lambda: runs_by_status(tmp_path / "mlflow.db").get("FINISHED", 0) >= 2  # noqa: E731
+    wait_until(finished, 120, "the two 20-epoch jobs FINISHED", interval=0.2, alive=process)
     wait_for_running(tmp_path / "mlflow.db", process, count=2)  # the parent and job 2
     process.kill()  # outright, after two of its four jobs
     process.communicate(timeout=60)
