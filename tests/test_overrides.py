@@ -175,11 +175,6 @@ trainer:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="batched._is_group knows only the groups of the primary defaults list: `+tweak=fast` "
-    "for a group from a user's config dir is applied as a value (tweak: fast), not composed",
-)
 def test_a_group_added_from_a_users_config_dir_is_composed(
     launcher: Launcher, tmp_path: Path
 ) -> None:

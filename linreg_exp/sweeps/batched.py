@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.core.object_type import ObjectType
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.core.utils import JobReturn, JobStatus
@@ -33,6 +34,7 @@ from linreg_exp.sweeps.callback import LaunchCallback
 from linreg_exp.sweeps.hydra_internals import get_overrides_dirname
 from linreg_exp.sweeps.jobs import reproduce_command
 from linreg_exp.sweeps.launch import LaunchInfo
+from linreg_exp.sweeps.pruning import program_pruner
 from linreg_exp.sweeps.trackers import writers as trackers_for_batch
 from linreg_exp.tracking.messages import describe_error
 from linreg_exp.tracking.recorder import Tracker
@@ -62,8 +64,6 @@ def launch(
         jobs = compose(config, hydra_context, job_overrides, initial_job_idx, launch_.info)
         entries = [(item.cfg, item.job) for item in jobs if isinstance(item, Composed)]
         from linreg_exp.batch import run_batch  # torch
-
-        from linreg_exp.sweeps.pruning import program_pruner
 
         results = iter(run_batch(entries, trackers, program_pruner))
     finally:
@@ -106,7 +106,7 @@ def compose(
 ) -> list[Composed | Exception]:
     """Each job's config and description (or why it is rejected), composing once per choice of
     config groups."""
-    groups = set(config.hydra.runtime.choices)
+    groups = set(config.hydra.runtime.choices) | config_groups(config, hydra_context)
     parser = OverridesParser.create()
     bases: dict[tuple[str, ...], DictConfig] = {}
     composed: list[Composed | Exception] = []
@@ -131,8 +131,20 @@ def compose(
     return composed
 
 
+def config_groups(config: DictConfig, hydra_context: HydraContext) -> set[str]:
+    """The config groups every config dir of the launch holds: the loader's, and those that
+    `hydra.searchpath` added when the config was composed (`hydra.runtime.config_sources`)."""
+    groups = {name for source in hydra_context.config_loader.get_sources()
+              for name in source.list("", ObjectType.GROUP)}  # fmt: skip
+    for source in config.hydra.runtime.config_sources:
+        if source.schema == "file" and Path(str(source.path)).is_dir():
+            groups |= {p.name for p in Path(str(source.path)).iterdir() if p.is_dir()}
+    return groups
+
+
 def _is_group(override: Override, groups: set[str]) -> bool:
-    """`loss=mse`, `+experiment=fast`, `hydra/launcher=...`: a choice of config group."""
+    """`loss=mse`, `+experiment=fast`, `hydra/launcher=...`: a choice of config group (`groups`:
+    the config's own, and those its config dirs hold, a user's `--config-dir` too)."""
     key = override.key_or_group
     return key in groups or "/" in key
 
