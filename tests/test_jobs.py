@@ -94,3 +94,11 @@ def test_the_command_carries_absolute_data_paths_from_where_hydra_says_it_ran() 
     launch_dir = Path(str(hydra.runtime.cwd))
     assert command[3:] == ["data=csv", f"data.path={(launch_dir / 't.csv').resolve()}",
                            "data.target=y"]  # fmt: skip
+
+
+def test_a_config_dir_added_by_hydra_searchpath_stays_in_the_command(tmp_path: Path) -> None:
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text(MINE)
+    searchpath = f"hydra.searchpath=[file://{tmp_path}]"
+    command = command_of([searchpath, "experiment=mine"])
+    assert command[3:] == [searchpath, "experiment=mine"]

@@ -65,7 +65,9 @@ def reproduce_command(hydra: DictConfig, overrides: Sequence[str]) -> str:
     name it was composed from (absolute, from its `hydra` node), and its overrides (sweep
     selectors dropped)."""
     flags = config_flags(hydra)
-    kept = [absolute_paths(o, Path(str(hydra.runtime.cwd))) for o in overrides
+    # where its configs come from: a config dir added by hydra.searchpath composes it too
+    searchpath = [str(o) for o in hydra.overrides.hydra if str(o).startswith("hydra.searchpath=")]
+    kept = [absolute_paths(o, Path(str(hydra.runtime.cwd))) for o in [*searchpath, *overrides]
             if not o.startswith(SWEEP_ONLY_OVERRIDES)]  # fmt: skip
     return shlex.join(["python", "-m", "linreg_exp", *flags, *(mask_override(o) for o in kept)])
 
