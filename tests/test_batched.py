@@ -101,33 +101,6 @@ def test_a_config_that_is_done_stops_moving() -> None:
 
 
 @pytest.mark.slow
-def test_the_batched_and_basic_launchers_agree_config_by_config(tmp_path: Path) -> None:
-    grid = ["-m", "optimizer.lr=0.005,0.02", "loss=l1,huber", "optimizer=sgd,adam",
-            "trainer.epochs=100", "plots.enabled=false"]  # fmt: skip
-    basic, batched = f"sqlite:///{tmp_path / 'basic.db'}", f"sqlite:///{tmp_path / 'batched.db'}"
-    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
-    assert run_cli(grid, tmp_path / "a", basic).returncode == 0
-    result = run_cli([*grid, "hydra/launcher=batched"], tmp_path / "b", batched)
-    assert result.returncode == 0, result.stderr
-    assert "as one program" in result.stdout + result.stderr
-    parent, children = sweep_runs(batched)
-    assert parent.info.status == "FINISHED" and len(children) == 8
-    assert parent.data.metrics["jobs_finished"] == 8
-    _, reference = sweep_runs(basic)
-    ours = {c.data.tags["linreg.overrides"]: c for c in children}
-    theirs = {c.data.tags["linreg.overrides"]: c for c in reference}
-    assert ours.keys() == theirs.keys()
-    for overrides, run in ours.items():
-        other = theirs[overrides]
-        assert run.data.tags["linreg.train_step"] == "batched"
-        assert run.info.run_name == other.info.run_name
-        for metric in ("final_weight", "final_bias", "final_loss", "val_mse", "ols_weight"):
-            assert run.data.metrics[metric] == pytest.approx(other.data.metrics[metric], abs=1e-5)
-        assert points(batched, run, "loss") == 100
-        assert run.outputs.model_outputs  # its model, as any run's
-
-
-@pytest.mark.slow
 def test_a_config_that_diverges_stops_there_and_the_others_go_on(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = ["-m", "hydra/launcher=batched", "loss=mse", "optimizer.lr=0.01,0.03,0.5",

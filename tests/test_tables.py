@@ -22,7 +22,7 @@ from linreg_exp.data import Scaling, load
 from linreg_exp.errors import ConfigError
 from linreg_exp.schema import TableConfig
 from tests.conftest import cli_env, run_cli
-from tests.support.store import sweep_runs
+from tests.support.store import points, sweep_runs
 
 FEATURES = ("a", "b", "c")
 TRUE = (1.5, -2.0, 0.5)
@@ -237,9 +237,11 @@ def test_bad_tables_exit_2_with_one_line_and_leave_nothing(
 
 @pytest.mark.slow
 def test_the_basic_and_batched_launchers_agree_on_a_three_feature_grid(tmp_path: Path) -> None:
+    """Config by config, every loss and optimizer train_batched vectorises: the same numbers,
+    names, epochs and model as the basic launcher's jobs (the one end-to-end test of it)."""
     write_table(tmp_path / "t.csv")
     grid = ["-m", "data=csv", f"data.path={tmp_path / 't.csv'}", "data.target=y",
-            "optimizer.lr=0.01,0.03", "loss=l1,mse", "seed=0,1", "trainer.epochs=60",
+            "optimizer.lr=0.005,0.02", "loss=l1,huber", "optimizer=sgd,adam", "trainer.epochs=60",
             "plots.enabled=false"]  # fmt: skip
     basic, batched = f"sqlite:///{tmp_path / 'basic.db'}", f"sqlite:///{tmp_path / 'batched.db'}"
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
@@ -247,15 +249,22 @@ def test_the_basic_and_batched_launchers_agree_on_a_three_feature_grid(tmp_path:
     assert first.returncode == 0, first.stderr
     second = run_cli([*grid, "hydra/launcher=batched"], tmp_path / "b", batched)
     assert second.returncode == 0, second.stderr
-    _, ours = sweep_runs(batched)
+    assert "as one program" in second.stdout + second.stderr
+    parent, ours = sweep_runs(batched)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_finished"] == 8
     _, theirs = sweep_runs(basic)
     assert len(ours) == len(theirs) == 8
     by_overrides = {c.data.tags["linreg.overrides"]: c for c in theirs}
     keys = [f"final_weight.{n}" for n in FEATURES] + ["final_bias", "final_loss", "val_mse"]
+    keys += [f"ols_weight.{n}" for n in FEATURES]
     for run in ours:
         other = by_overrides[run.data.tags["linreg.overrides"]]
+        assert run.data.tags["linreg.train_step"] == "batched"
+        assert run.info.run_name == other.info.run_name
         for key in keys:
             assert run.data.metrics[key] == pytest.approx(other.data.metrics[key], abs=1e-5)
+        assert points(batched, run, "weight.b") == 60
+        assert run.outputs.model_outputs  # its model, as any run's
 
 
 @pytest.mark.parametrize("launcher", ["basic", "joblib", "batched"])
