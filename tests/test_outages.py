@@ -1,10 +1,12 @@
 """Tracking that survives its server: a real `mlflow server` (and the PostgreSQL behind one)
-stopped and started again mid-run; runs spooled past the outage timeout, or when the job dies,
-then synced; offline sweeps synced. Each ends with every epoch stored once, steps contiguous,
+stopped and started again mid-run; a run spooled past the outage timeout that delivers its spool
+itself once the server is back; a job that dies mid-outage, its spool synced; offline sweeps
+synced. Each ends with every epoch stored once, steps contiguous,
 and no run left RUNNING."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -19,6 +21,10 @@ import pytest
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from linreg_exp.tracking.journal import ParentNote, RunNote
+from linreg_exp.tracking.messages import Open
+from linreg_exp.tracking.spool import Spool
+from linreg_exp.tracking.sync import sync as sync_spools
 from tests.conftest import cli_env, run_cli
 from tests.support.ports import free_port
 from tests.support.servers import (
@@ -107,7 +113,7 @@ def outage(server: Server, seconds: float) -> None:
     time.sleep(seconds)
 
 
-def test_outages_of_25_s_and_of_minutes_lose_nothing_and_say_two_lines_each(
+def test_outages_of_20_s_and_45_s_are_ridden_out_losing_nothing_in_two_lines_each(
     tmp_path: Path,
 ) -> None:
     server = Server(tmp_path)
@@ -117,8 +123,8 @@ def test_outages_of_25_s_and_of_minutes_lose_nothing_and_say_two_lines_each(
                         tmp_path, server.url)  # fmt: skip
         wait_for("epochs stored", lambda: stored(client) > 1000)
         server.server = first
-        outage(server, 25)
-    for seconds in (130, None):  # a second outage, of minutes; then the end of the run
+        outage(server, 20)
+    for seconds in (45, None):  # a second outage, past the longest back-off; then the end
         with server.up() as again:
             server.server = again
             before = stored(client)
@@ -145,34 +151,49 @@ def test_outages_of_25_s_and_of_minutes_lose_nothing_and_say_two_lines_each(
     assert (tmp_path / "run" / "mlflow-outages.log").read_text().count("does not answer") == 2
 
 
-def test_past_the_outage_timeout_a_run_is_spooled_and_sync_delivers_it(tmp_path: Path) -> None:
+def spool_delivered(run_dir: Path) -> bool:
+    """Whether every request in the run's spool is marked delivered in its state file."""
+    spool = Spool(run_dir)
+    if not spool.state.exists():
+        return False
+    lines = {
+        n for n, entry in spool.entries() if not isinstance(entry, Open | RunNote | ParentNote)
+    }
+    state = [json.loads(line) for line in spool.state.read_text().splitlines()]
+    return lines <= {entry["line"] for entry in state if entry["kind"] == "Delivered"}
+
+
+def test_past_the_outage_timeout_a_live_run_delivers_its_spool_once_the_server_is_back(
+    tmp_path: Path,
+) -> None:
     server = Server(tmp_path)
     client = MlflowClient(server.url)
     run_dir = tmp_path / "run"
+    spool = run_dir / "mlflow-spool.jsonl"
     with server.up() as up:
         server.server = up
         job = start_job([*LONG, "mlflow.outage_timeout=5", f"hydra.run.dir={run_dir}"],
                         tmp_path, server.url)  # fmt: skip
         wait_for("epochs stored", lambda: stored(client) > 500)
         outage(server, 0)
-        wait_for("the spool", lambda: (run_dir / "mlflow-spool.jsonl").exists(), 60)
-        time.sleep(2)  # it trains on, spooled
-        job.send_signal(signal.SIGINT)
-        _, stderr = job.communicate(timeout=60)
-    assert job.returncode == 128 + signal.SIGINT, stderr
-    assert f"deliver them with: linreg-exp sync {run_dir}" in stderr
-    assert "Traceback" not in stderr
-    with server.up() as again:
+        # past the timeout it trains on, spooled
+        wait_for("batches spooled", lambda: spool.exists() and spool.read_text().count("\n") > 3)
+    with server.up() as again:  # on the same port and store
         server.server = again
-        synced = sync(run_dir)
-        assert synced.returncode == 0, synced.stderr
+        wait_for("the spool delivered by the live run", lambda: spool_delivered(run_dir))
+        job.send_signal(signal.SIGTERM)  # live again: its end goes to the store
+        _, stderr = job.communicate(timeout=120)
+        assert job.returncode == 128 + signal.SIGTERM, stderr
         run = only_run(client)
-        assert run.info.status == "KILLED" and run.data.tags["linreg.stopped_by"] == "SIGINT"
+        assert run.info.status == "KILLED" and run.data.tags["linreg.stopped_by"] == "SIGTERM"
         assert loss_steps(client, run.info.run_id) == list(range(epochs_done(stderr)))
-        assert run.data.tags["linreg.outages"]
-        twice = sync(run_dir)
-        assert twice.returncode == 0 and "nothing left" in twice.stdout
-        assert len(loss_steps(client, run.info.run_id)) == epochs_done(stderr)
+        assert re.fullmatch(r"\d+ s", run.data.tags["linreg.outages"])
+        assert "Traceback" not in stderr and "linreg-exp sync" not in stderr, stderr
+        lines = [line for line in stderr.splitlines() if "tracking store" in line]
+        assert len(lines) == 2, stderr
+        assert "does not answer" in lines[0] and "is back after" in lines[1]
+        # nothing is left for sync (which, so, does not even open the store)
+        assert sync_spools(run_dir) == [f"{run_dir}: delivered before, nothing left"]
         assert_nothing_running(server.url)
 
 

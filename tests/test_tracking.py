@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from linreg_exp.errors import TrackingError
-from linreg_exp.job import flatten
+from linreg_exp.lifecycle import flatten
 from linreg_exp.tracking import recorder, uris
 from linreg_exp.tracking import store as mlflow_store
 from linreg_exp.tracking.helper import Helper

@@ -1,8 +1,10 @@
 """Tracking: everything that talks to MLflow, behind one protocol (messages.py).
 
-    Tracker (recorder.py)  --requests, in order-->  Session (session.py): MlflowClient calls
-       in the job             a helper's pipe          in a helper process (helper.py)
-                              (or a direct call)       (or in the job's own: InProcess)
+    Tracker (recorder.py)  --requests, in order-->  Session (session.py), in a helper process
+       in the job             a helper's pipe          (helper.py) or in the job's own (InProcess):
+       runs: stream.py        (or a direct call)       transport.py  retries, the outage clock,
+                                                          |          spooling (backlog.py, spool.py)
+                                                       writer.py     MlflowClient calls
 
 Which of the two a job gets is decided by the launch (sweeps/trackers.py). Importing this
 package, its protocol, its recorder or the helper's job side does not import MLflow.

@@ -135,6 +135,10 @@ def _summarise(
         "jobs_failed": outcomes[Outcome.ERROR],
         "jobs_killed": outcomes[Outcome.INTERRUPTED],
     }
+    pruned = [r for r in children if r.data.tags.get(Tag.OUTCOME) == Outcome.PRUNED]
+    if pruned:  # a sweep with a pruner: how many it stopped, and the epochs that saved
+        metrics["jobs_pruned"] = len(pruned)
+        metrics["epochs_saved"] = sum(_epochs_saved(r) for r in pruned)
     tags = []
     best = None
     if completed:  # tags, not params: a resumed sweep's best may change, and params cannot
@@ -156,11 +160,23 @@ def _summarise(
         status = FAILED if failed else FINISHED
     client.set_terminated(parent_id, status)
     best_text = f"; best {objective} {metrics[f'best_{objective}']:.6g}" if completed else ""
+    pruned_text = (f", {len(pruned)} pruned ({int(metrics['epochs_saved'])} epochs saved)"
+                   if pruned else "")  # fmt: skip
     return (
         f"sweep {parent_id} {status}: {len(children)} jobs, {outcomes[Outcome.COMPLETED]} "
-        f"finished, {outcomes[Outcome.DIVERGED]} diverged, {outcomes[Outcome.ERROR]} failed, "
-        f"{outcomes[Outcome.INTERRUPTED]} killed{best_text}"
+        f"finished{pruned_text}, {outcomes[Outcome.DIVERGED]} diverged, "
+        f"{outcomes[Outcome.ERROR]} failed, {outcomes[Outcome.INTERRUPTED]} killed{best_text}"
     )
+
+
+def _epochs_saved(run: Run) -> int:
+    """The epochs a pruned run was spared: its trainer.epochs after the epoch it stopped at."""
+    try:
+        epochs = int(run.data.params["trainer.epochs"])
+        stopped = int(run.data.tags[Tag.PRUNED_AT_EPOCH])
+    except (KeyError, ValueError):
+        return 0
+    return max(0, epochs - (stopped + 1))
 
 
 BEST_ALIAS = "best"

@@ -7,8 +7,8 @@
     run.finish(Outcome.COMPLETED, metrics, ...)          # a Future: wait for it, or not (sweeps)
     tracker.close()                                      # the sweep's parent, the helper: done
 
-Many runs at once (a batched sweep's) are a RunGroup (`tracker.start_runs`): their epochs travel
-together, one Epochs request for all of them; a single run is a group of one.
+Many runs at once (a batched sweep's) are a RunGroup (`tracker.start_runs`, stream.py): their
+epochs travel together, one Epochs request for all of them; a single run is a group of one.
 
 Requests travel in order through a bounded queue to one worker thread, which hands each to the
 transport (the helper's pipe, or a Session in this process) and waits for its reply. So the
@@ -24,26 +24,21 @@ Nothing here imports MLflow or torch.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import queue
 import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
-from typing import Protocol, TypeVar
+from typing import Protocol
 
-from linreg_exp.errors import TrackingError
 from linreg_exp.tracking.messages import (
-    Artifact,
     Close,
     Closed,
     EpochBatch,
     Epochs,
     Failed,
-    Finished,
     FinishRun,
-    LinearModelSpec,
     Open,
     Opened,
     Reply,
@@ -51,16 +46,20 @@ from linreg_exp.tracking.messages import (
     Row,
     Started,
     StartRun,
-    Task,
 )
 from linreg_exp.tracking.spool import Spool, with_report_drawn
+from linreg_exp.tracking.stream import (  # re-exported: the job's side is one API, here
+    MIN_ROWS_A_RUN as MIN_ROWS_A_RUN,
+)
+from linreg_exp.tracking.stream import LostEpochs as LostEpochs
+from linreg_exp.tracking.stream import RunGroup as RunGroup
+from linreg_exp.tracking.stream import RunStream as RunStream
+from linreg_exp.tracking.stream import finished as finished
+from linreg_exp.tracking.stream import reply_of as reply_of
 from linreg_exp.tracking.tasks import run_task
-from linreg_exp.vocab import Outcome, Tag
 
 FIRST_BATCH = 1000  # epochs in a batch until the store's rate is known
 SMALLEST_BATCH = 50
-# A batch of many runs costs a store call a run: at least this many epochs a run, ~1000 points
-MIN_ROWS_A_RUN = 333
 BATCH_SECONDS = 1.0  # a full batch is about this long of the store's time
 CLOSE_WAIT_SECONDS = 120  # logging over HTTP with retries can take this long in the worst case
 
@@ -92,16 +91,59 @@ class Tracker:
         # run with a hole never ends FINISHED: FinishRun is turned into an error here)
         self.lost: dict[str, LostEpochs] = {}
         self._stopping = False  # stop_waiting was said
+        self._reports: dict[str, list[tuple[int, dict[str, float]]]] = {}  # see `report`
         self._queue: queue.Queue[tuple[Request, Future[Reply]]] = queue.Queue(maxsize=1)
         self._worker = threading.Thread(target=self._serve, name="linreg-tracker", daemon=True)
         self._worker.start()
         self._opened = self.submit(open_request)
 
+    def report(self, run: str, step: int, values: Mapping[str, float]) -> None:
+        """Metrics of a run at an epoch's step beyond the epoch's own (a sweep's objective every
+        sweep.report_every epochs). Reported before that epoch is queued, they ride in the Epochs
+        request that carries it, merged into its row: the store takes a run's steps in order,
+        once each (it skips a step it has), so they could not follow on their own."""
+        self._reports.setdefault(run, []).append((step, dict(values)))
+
     def submit(self, message: Request) -> Future[Reply]:
         """Queue a request (waits while the queue is full); its reply comes as a Future."""
+        if self._reports and isinstance(message, Epochs):
+            message = Epochs([part for batch in message.batches for part in self._merged(batch)])
+        elif self._reports and isinstance(message, FinishRun) and message.run in self._reports:
+            left = self._reports.pop(message.run)  # their epochs were thinned out: on their own
+            self.submit(Epochs([EpochBatch(message.run, tuple(values), [
+                (step, time.time_ns() // 1_000_000, tuple(values.values()))])
+                for step, values in left]))  # fmt: skip
         future: Future[Reply] = Future()
         self._queue.put((message, future))
         return future
+
+    def _merged(self, batch: EpochBatch) -> list[EpochBatch]:
+        """A run's epochs with its reports up to its last one: each in its epoch's row, or in
+        a row of its own where log_every_n_epochs left that epoch out, in step order."""
+        reports = self._reports.get(batch.run)
+        if not reports or not batch.rows or reports[0][0] > batch.rows[-1][0]:
+            return [batch]
+        parts: list[EpochBatch] = []
+        plain: list[Row] = []
+        for row in batch.rows:
+            while reports and reports[0][0] <= row[0]:
+                step, values = reports.pop(0)
+                if plain:
+                    parts.append(EpochBatch(batch.run, batch.names, plain))
+                    plain = []
+                names, extra = tuple(values), tuple(values.values())
+                if step == row[0]:
+                    parts.append(EpochBatch(batch.run, (*batch.names, *names),
+                                            [(step, row[1], (*row[2], *extra))]))  # fmt: skip
+                    break
+                parts.append(EpochBatch(batch.run, names, [(step, row[1], extra)]))
+            else:
+                plain.append(row)
+        if plain:
+            parts.append(EpochBatch(batch.run, batch.names, plain))
+        if not reports:
+            del self._reports[batch.run]
+        return parts
 
     @property
     def busy(self) -> bool:
@@ -209,157 +251,3 @@ class Tracker:
             report = message.report
             message = with_report_drawn(message, run_task(report.function, report.argument))
         return self.spool.append(message)
-
-
-class LostEpochs:
-    """The epochs of a run that the store could not take, and why: the run ends FAILED."""
-
-    def __init__(self, error: str) -> None:
-        self.error = error
-        self.steps: list[int] = []
-
-    def add(self, rows: Sequence[Row]) -> None:
-        self.steps.extend(row[0] for row in rows)
-
-    def describe(self) -> str:
-        first, last = min(self.steps), max(self.steps)
-        span = f"epoch {first}" if first == last else f"epochs {first}-{last}"
-        return f"{self.error} ({span} not stored: {len(self.steps)} lost)"
-
-    def failing(self, request: FinishRun) -> FinishRun:
-        """The run's end as it must be: FAILED, naming the lost epochs, whatever it thought."""
-        lost = self.describe()
-        error = request.tags.get(Tag.ERROR)
-        error = lost if error is None or lost in error else f"{error}; {lost}"
-        return dataclasses.replace(request, outcome=Outcome.ERROR,
-                                   tags={**request.tags, Tag.ERROR: error})  # fmt: skip
-
-
-class RunGroup:
-    """The epochs of one or more runs on their way to the store: one Epochs request carries
-    every run's rows since the last (see the module docstring for when they leave)."""
-
-    def __init__(
-        self,
-        tracker: Tracker,
-        started: dict[str, Future[Reply]],
-        log_every_n_epochs: int,
-        log_every_seconds: float,
-    ) -> None:
-        self.tracker = tracker
-        self._started = started
-        self.every_n = log_every_n_epochs
-        self.interval = log_every_seconds
-        self._due = time.monotonic() + log_every_seconds
-        self.names: tuple[str, ...] = ()  # the metrics of an epoch, the same for every run
-        self._rows: dict[str, list[Row]] = {run: [] for run in started}
-        self._skipped: dict[str, Row] = {}  # each run's last epoch thinned out
-        self._pending = 0  # rows waiting, all runs together
-
-    def started(self, run: str) -> Started:
-        return reply_of(self._started[run], Started)
-
-    def epoch(self, step: int, runs: Sequence[str], values: Sequence[tuple[float, ...]]) -> None:
-        """Queue one epoch of each of `runs`, its metrics' values in `names` order. Each run's
-        change is one list operation, so a signal arriving in the middle loses nothing (a batch
-        whose send it cut short is sent again at the end, and the store skips steps it has)."""
-        timestamp = time.time_ns() // 1_000_000
-        if step % self.every_n:
-            for run, row in zip(runs, values, strict=True):
-                self._skipped[run] = (step, timestamp, row)
-            return
-        for run, row in zip(runs, values, strict=True):
-            self._rows[run].append((step, timestamp, row))
-        self._pending += len(runs)
-        limit = max(self.tracker.batch_limit, MIN_ROWS_A_RUN * len(self._rows))
-        if self._pending >= limit:
-            self._send()  # waits while the queue holds a batch: the store is behind
-        elif time.monotonic() >= self._due and not self.tracker.busy:
-            self._send()
-
-    def finish(
-        self,
-        run: str,
-        outcome: Outcome,
-        metrics: Mapping[str, float] | None = None,
-        tags: Mapping[str, str] | None = None,
-        files: list[Artifact] | None = None,
-        report: Task | None = None,
-        model: LinearModelSpec | None = None,
-    ) -> Future[Reply]:
-        """Send the epochs left (the run's last one always), then end the run, however it
-        went."""
-        skipped, rows = self._skipped.pop(run, None), self._rows[run]
-        if skipped is not None and (not rows or rows[-1] < skipped):
-            rows.append(skipped)
-            self._pending += 1
-        if self._pending:
-            self._send(check=False)
-        request = FinishRun(run, outcome, dict(metrics or {}), dict(tags or {}),
-                            list(files or []), report, model)  # fmt: skip
-        return self.tracker.submit(request)
-
-    def _send(self, check: bool = True) -> None:
-        """Queue the batch; first raise what kept a run, or any batch sent before, out of the
-        store, which stops training (the runs then end FAILED with that error)."""
-        if check:
-            for future in self._started.values():
-                if future.done():
-                    reply_of(future, Started)
-            for run in self._rows:
-                if run in self.tracker.lost:
-                    raise RuntimeError(self.tracker.lost[run].describe())
-        batches = [EpochBatch(run, self.names, rows) for run, rows in self._rows.items() if rows]
-        self.tracker.submit(Epochs(batches))
-        self._rows = {run: [] for run in self._rows}
-        self._pending = 0
-        self._due = time.monotonic() + self.interval
-
-
-class RunStream:
-    """One run's epochs on their way to the store: a group of one."""
-
-    def __init__(self, group: RunGroup, run: str) -> None:
-        self.group, self.run = group, run
-
-    def started(self) -> Started:
-        return self.group.started(self.run)
-
-    def epoch(self, step: int, metrics: Mapping[str, float]) -> None:
-        """Queue an epoch's metrics (the same names every epoch)."""
-        if not self.group.names:
-            self.group.names = tuple(metrics)
-        self.group.epoch(step, (self.run,), (tuple(metrics.values()),))
-
-    def finish(
-        self,
-        outcome: Outcome,
-        metrics: Mapping[str, float] | None = None,
-        tags: Mapping[str, str] | None = None,
-        files: list[Artifact] | None = None,
-        report: Task | None = None,
-        model: LinearModelSpec | None = None,
-    ) -> Future[Reply]:
-        """Send the epochs left (the last one always), then end the run, however it went."""
-        return self.group.finish(self.run, outcome, metrics, tags, files, report, model)
-
-    def _send(self) -> None:
-        self.group._send()
-
-
-def finished(future: Future[Reply], timeout: float | None = None) -> Finished:
-    """The run's end, once stored (raises what kept it from being stored)."""
-    return reply_of(future, Finished, timeout)
-
-
-R = TypeVar("R", bound=Reply)
-
-
-def reply_of(future: Future[Reply], kind: type[R], timeout: float | None = None) -> R:
-    """The reply of the expected kind; a Failed reply raised (TrackingError for the user's)."""
-    reply = future.result(timeout)
-    if isinstance(reply, Failed):
-        raise TrackingError(reply.message) if reply.user_error else RuntimeError(reply.message)
-    if not isinstance(reply, kind):  # pragma: no cover - a protocol error
-        raise RuntimeError(f"expected {kind.__name__}, got {reply!r}")
-    return reply

@@ -3,10 +3,11 @@
 When a run's store is down for longer than `mlflow.outage_timeout`, when the job is stopped
 while it is down, or when the run is offline (`mlflow.tracking_uri=offline`), its requests go
 into a spool, `mlflow-spool.jsonl` in the launch's output dir, in the order they were made:
-exactly the requests the store would have had. `linreg-exp sync` (sync.py) hands them, in that
-order, to a Session on a real store, which so ends up as if it had been up all along; a state
-file beside the spool (`mlflow-spool.state.jsonl`) records what was delivered and which MLflow
-run each run became, so a sync is never repeated.
+exactly the requests the store would have had. A run still alive when its store is back
+delivers them itself (backlog.py); `linreg-exp sync` (sync.py) hands those of a run that ended
+first, in that order, to a Session on a real store, which so ends up as if it had been up all
+along. A state file beside the spool (`mlflow-spool.state.jsonl`) records what was delivered,
+by either, and which MLflow run each run became, so no request is ever delivered twice.
 
 The file is plain data (journal.py: versioned JSON lines, no pickle), so that syncing a spool
 someone else wrote runs none of their code. A run's files are named relative to the spool's
@@ -73,6 +74,7 @@ class Spool:
         self.parent_run_id: str | None = None
         self.owns_parent = False  # a sweep's own tracker: its parent is made with its first run
         self.experiment_id = OFFLINE
+        self.lines = 0  # lines in the file: the next one written is number lines + 1
 
     @property
     def started(self) -> bool:
@@ -97,6 +99,7 @@ class Spool:
                 self._write(ParentNote(parent_run_id))
         else:
             drop_cut_line(self.path)
+            self.lines = self.path.read_bytes().count(b"\n")
         self.parent_run_id = parent_run_id or self.parent_run_id
         for run, run_id in run_ids.items():
             self.note_run(run, run_id, last_steps.get(run, -1))
@@ -107,14 +110,41 @@ class Spool:
 
     def append(self, request: Request) -> Reply:
         """Keep a request; answer it as the store would have (acknowledge)."""
+        return self.add(request)[2]
+
+    def add(self, request: Request) -> tuple[int, int, Reply]:
+        """Keep a request: its line number, the byte its line starts at (where a live run
+        reads it back to deliver it: a long outage is on disk, not in memory) and the answer
+        (acknowledge)."""
         if isinstance(request, Open):
             raise ValueError("a spool's Open is its first line (begin)")
         if isinstance(request, FinishRun):
             if request.report is not None:
                 raise ValueError("a FinishRun's report is drawn before it is spooled")
             request = replace(request, files=[f for f in map(self._held, request.files) if f])
-        self._write(request)
-        return self.acknowledge(request)
+        line, offset = self._write(request)
+        return line, offset, self.acknowledge(request)
+
+    def at(self, offset: int) -> Entry:
+        """The entry on the line that starts at byte `offset` (as `add` said)."""
+        with self.path.open("rb") as lines:
+            lines.seek(offset)
+            obj = json.loads(lines.readline())
+        obj.pop("v", None)
+        return journal.decode(obj, self.path.parent)
+
+    def delivered(self, line: int) -> None:
+        """Note in the state file that the request on `line` reached the store (sync, or the
+        live run draining its spool): no later sync sends it again."""
+        self._write_state({"kind": "Delivered", "line": line})
+
+    def resolved(self, placeholder: str, run_id: str) -> None:
+        """Note in the state file the run id a placeholder became."""
+        self._write_state({"kind": "Placeholder", "placeholder": placeholder, "run_id": run_id})
+
+    def _write_state(self, entry: dict[str, Any]) -> None:
+        with self.state.open("a") as out:
+            out.write(journal.dump(entry))
 
     def acknowledge(self, request: Request) -> Reply:
         match request:
@@ -155,10 +185,15 @@ class Spool:
         shutil.copyfile(source, copy)
         return replace(file, path=str(copy))
 
-    def _write(self, entry: Entry) -> None:
-        line = journal.dump(journal.encode(entry, self.path.parent))
-        with self.path.open("a") as out:  # a line at a time, flushed: a kill loses no line
+    def _write(self, entry: Entry) -> tuple[int, int]:
+        """Append an entry's line (a line at a time, flushed: a kill loses no line); its
+        number and the byte it starts at."""
+        line = journal.dump(journal.encode(entry, self.path.parent)).encode()
+        with self.path.open("ab") as out:
+            offset = out.seek(0, 2)
             out.write(line)
+        self.lines += 1
+        return self.lines, offset
 
     def entries(self, warn: Callable[[str], None] | None = None) -> Iterator[tuple[int, Entry]]:
         """What the spool holds, with line numbers (TrackingError at a bad line)."""

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from linreg_exp.errors import TrackingError
-from linreg_exp.tracking.journal import ParentNote, RunNote, dump
+from linreg_exp.tracking.journal import ParentNote, RunNote
 from linreg_exp.tracking.messages import (
     Close,
     Failed,
@@ -159,17 +159,12 @@ def _send(replay: _Replay, index: int, request: Request, known: dict[str, str]) 
         spooled = replay.runs.get(request.run)
         if spooled is not None and _is_placeholder(spooled):
             _remember(replay, spooled, reply.run_id, known)
-    _write_state(replay, {"kind": "Delivered", "line": index})
+    replay.spool.delivered(index)
 
 
 def _remember(replay: _Replay, placeholder: str, run_id: str, known: dict[str, str]) -> None:
     known[placeholder] = run_id
-    _write_state(replay, {"kind": "Placeholder", "placeholder": placeholder, "run_id": run_id})
-
-
-def _write_state(replay: _Replay, entry: dict[str, Any]) -> None:
-    with replay.spool.state.open("a") as out:
-        out.write(dump(entry))
+    replay.spool.resolved(placeholder, run_id)
 
 
 def _is_placeholder(run_id: str | None) -> bool:
