@@ -36,6 +36,7 @@ QUESTIONS: dict[str, tuple[tuple[int, ...], str]] = {
     "memory": ((6,), "peak RSS: a default run, a long run, 1e8 points"),
     "batched": ((8,), "batched sweeps vs the basic and joblib launchers"),
     "tables": ((9,), "a 10M-row x 10-feature CSV: read, split, 5 epochs; peak RSS"),
+    "pruning": ((10,), "a batched 256-config grid with sweep.pruner=asha vs unpruned"),
 }
 MODULES = {"logging": "logging_floor"}  # a module may not be named `logging`
 

@@ -7,12 +7,17 @@ The run lifecycle is the one every job has (lifecycle.py), for N rows: every con
 own MLflow run, ended (with its metrics, model and pictures) as soon as it is done, while the
 others go on; a config that diverges stops at that epoch. Jobs that train_batched cannot run (a
 loss or optimizer of your own) run one by one through job.run.
+
+A sweep with a pruner (sweep.pruner) gives each program one (`pruners`: made for its jobs by the
+launch); once rows are pruned, the rows that go on are gathered into smaller tensors
+(`Batch.keep`), so that pruned rows stop costing compute, not only store writes.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import torch
@@ -21,7 +26,7 @@ from omegaconf import DictConfig
 from linreg_exp import job as one
 from linreg_exp.data import Scaling, resolve
 from linreg_exp.errors import LinregError
-from linreg_exp.jobspec import Job, JobResult
+from linreg_exp.jobspec import Job, JobResult, Pruner
 from linreg_exp.lifecycle import Lifecycle, load_data
 from linreg_exp.tracking.recorder import Tracker
 from linreg_exp.train import resolve_device, set_cpu_threads
@@ -30,13 +35,19 @@ from linreg_exp.train_batched import LOSSES, OPTIMIZERS, Batch, Member
 log = logging.getLogger(__name__)
 
 
+Pruners = Callable[[list[tuple[DictConfig, Job]]], Pruner | None]
+
+
 def run_batch(
-    entries: list[tuple[DictConfig, Job]], trackers: Sequence[Tracker]
+    entries: list[tuple[DictConfig, Job]],
+    trackers: Sequence[Tracker],
+    pruners: Pruners | None = None,
 ) -> list[JobResult | Exception]:
     """Each job's result, in order; an Exception for a job that failed, as Hydra records it.
 
     The runs are recorded through `trackers`, shared out among them: each is a process writing
-    to the store (the first one the sweep's own), so that they write in parallel."""
+    to the store (the first one the sweep's own), so that they write in parallel. `pruners`: a
+    program's pruner, for its jobs (None: none prunes)."""
     results: list[JobResult | Exception | None] = [None] * len(entries)
     groups: dict[tuple[Any, ...], list[int]] = {}
     alone = []
@@ -56,7 +67,7 @@ def run_batch(
     for indices in groups.values():
         group = [entries[i] for i in indices]
         try:
-            outcomes = run_group(group, trackers)
+            outcomes = run_group(group, trackers, pruners(group) if pruners else None)
         except LinregError:  # the store cannot be opened, say: the sweep stops, one line
             raise
         except Exception as error:  # the group's runs ended ERROR; the other groups go on
@@ -93,9 +104,13 @@ def shape_of(cfg: DictConfig, job: Job) -> tuple[Any, ...]:
 
 
 def run_group(
-    entries: list[tuple[DictConfig, Job]], trackers: Sequence[Tracker]
+    entries: list[tuple[DictConfig, Job]],
+    trackers: Sequence[Tracker],
+    pruner: Pruner | None = None,
 ) -> list[JobResult | Exception]:
-    """One program for configs of the same shapes (shape_of)."""
+    """One program for configs of the same shapes (shape_of). The rows still training after
+    an epoch that pruned some go on in a smaller batch (their rows gathered: Batch.keep); the
+    lifecycle is still handed every row, those gone as NaN, which it no longer reads."""
     first = entries[0][0]
     device = resolve_device(first.device.name)
     data = [load_data(cfg, job) for cfg, job in entries]  # a table is read once a process
@@ -105,20 +120,29 @@ def run_group(
     if first.model.standardize:
         scalings = {id(splits): Scaling.of(splits.train) for splits in data}
     life = Lifecycle([(cfg, job, splits) for (cfg, job), splits in zip(entries, data, strict=True)],
-                     trackers, str(device), "batched")  # fmt: skip
+                     trackers, str(device), "batched", pruner)  # fmt: skip
     live = life.start()
     if live:
         with life.training():
             batch = Batch([member_of(r.cfg) for r in live], [r.splits.train for r in live],
                           first.trainer.batch_size, device,
                           [scalings[id(r.splits)] for r in live] if scalings else None)  # fmt: skip
+            kept = list(range(len(live)))  # the batch's rows, as the lifecycle numbers them
             for epoch in range(max(r.epochs for r in live)):
-                values = batch.step(life.active)
+                values = batch.step(life.active[kept] if len(kept) < len(live) else life.active)
                 rows = torch.cat(  # [N, 2 + d]: loss, weights, bias (params.epoch_names)
                     (values["loss"].view(-1, 1), values["weight"], values["bias"].view(-1, 1)), 1
                 )
+                if len(kept) < len(live):
+                    every = torch.full((len(live), rows.shape[1]), math.nan)
+                    every[kept] = rows
+                    rows = every
                 if not life.epoch(epoch, rows):
                     break
+                going_on = [k for k, row in enumerate(kept) if life.active[row]]
+                if pruner is not None and len(going_on) < len(kept):
+                    batch.keep(going_on)
+                    kept = [kept[k] for k in going_on]
     return life.results()
 
 

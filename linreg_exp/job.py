@@ -13,12 +13,8 @@ builds its optimizer before it waits for the store, which opens meanwhile.
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterable
-
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from tqdm import tqdm
 
 from linreg_exp import tracking
 from linreg_exp.data import Scaling
@@ -27,7 +23,7 @@ from linreg_exp.lifecycle import Lifecycle, build_loss, load_data
 from linreg_exp.schema import validate
 from linreg_exp.tracking.messages import Open
 from linreg_exp.tracking.recorder import Tracker
-from linreg_exp.train import Epoch, fit, load_optimizer, resolve_device, set_cpu_threads, step_kind
+from linreg_exp.train import fit, load_optimizer, resolve_device, set_cpu_threads, step_kind
 
 
 def run(cfg: DictConfig, job: Job, tracker: Tracker | None = None) -> JobResult:
@@ -55,11 +51,8 @@ def run(cfg: DictConfig, job: Job, tracker: Tracker | None = None) -> JobResult:
     if life.start():  # else kept: FINISHED in an earlier launch of its sweep
         with life.training():
             data = (scaling.apply(splits.train) if scaling else splits.train).to(device)
-            epochs: Iterable[Epoch] = fit(data, loss_fn, make_optimizer, trainer.epochs,
-                                          trainer.batch_size, cfg.seed, scaling)  # fmt: skip
-            if sys.stderr.isatty():
-                epochs = tqdm(epochs, "training", trainer.epochs, leave=False, unit="epoch",
-                              mininterval=0.25)  # fmt: skip
+            epochs = fit(data, loss_fn, make_optimizer, trainer.epochs, trainer.batch_size,
+                         cfg.seed, scaling)  # fmt: skip
             for step, metrics in enumerate(epochs):
                 if not life.epoch(step, [tuple(metrics.values())]):
                     break

@@ -17,6 +17,11 @@ epoch's rows to `epoch` and read `active`.
                     break
     results = life.results()              # a JobResult, or the Exception, a config
 
+With a pruner (the sweep's, jobspec.Pruner: a job's own, or one a batched program's), every
+`sweep.report_every` epochs each row still training scores its objective (`sweep.objective`:
+held-out with its current parameters, or its training loss), logged as that metric at that
+epoch's step; the pruner names the rows to stop, and each ends there, FINISHED, `pruned`.
+
 Nothing here imports MLflow: the trackers own the runs, in a helper process or in this one.
 """
 
@@ -26,6 +31,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -42,11 +48,18 @@ from linreg_exp import data as datasets
 from linreg_exp import signals
 from linreg_exp.data import Dataset, Splits
 from linreg_exp.history import SAMPLE_SIZE, History, LinearParams, divergence
-from linreg_exp.jobspec import Job, JobResult, objective
+from linreg_exp.jobspec import Job, JobResult, Pruner, objective
 from linreg_exp.params import Coefficients, epoch_names, model_payload
+from linreg_exp.progress import Progress
 from linreg_exp.report.pictures import RunPictures
 from linreg_exp.schema import DataConfig, TableConfig
-from linreg_exp.scoring import Reference, compute_reference, final_metrics, predict
+from linreg_exp.scoring import (
+    Reference,
+    compute_reference,
+    final_metrics,
+    held_out_scores,
+    predict,
+)
 from linreg_exp.tracking import uris
 from linreg_exp.tracking.messages import (
     Artifact,
@@ -77,8 +90,10 @@ class _Run:
     key: str  # its run's key in its group
     group: RunGroup  # the runs its run is streamed with (one group a tracker)
     index: int = -1  # its row among the configs that train
+    tracker: Tracker | None = None  # its group's
     outcome: Outcome | None = None  # set when it stops training
     diverged_at: int | None = None
+    pruned_at: int | None = None
     divergence: str | None = None
     first_loss: float | None = None
     last: tuple[int, tuple[float, ...]] | None = None  # its last epoch
@@ -100,8 +115,13 @@ class Lifecycle:
         trackers: Sequence[Tracker],
         device: str,
         step: str,
+        pruner: Pruner | None = None,
     ) -> None:
+        """`pruner`: a program's; a single job's comes with it (Job.pruner)."""
         self.entries, self.trackers, self.device, self.step = entries, trackers, device, step
+        if pruner is None and len(entries) == 1:
+            pruner = entries[0][1].pruner
+        self.pruner = pruner
         self.runs: list[_Run] = []
         self.live: list[_Run] = []  # the runs that train, in row order
         self.active = torch.ones(0, dtype=torch.bool)  # which rows still train
@@ -109,6 +129,8 @@ class Lifecycle:
         self.experiment_id = ""
         self.started = time.perf_counter()
         self.trajectories = Trajectories(0, 1, ())
+        self.progress = Progress(0, 0)
+        self._ended = self._pruned = 0  # runs that stopped training, and of them pruned
 
     @property
     def tracker(self) -> Tracker:
@@ -137,7 +159,8 @@ class Lifecycle:
             groups.append(group)
         for index, ((cfg, job, splits), request) in enumerate(zip(self.entries, requests,
                                                                   strict=True)):  # fmt: skip
-            run = _Run(cfg, job, splits, request.run, groups[index % len(groups)])
+            run = _Run(cfg, job, splits, request.run, groups[index % len(groups)],
+                       tracker=self.trackers[index % len(groups)])  # fmt: skip
             self.runs.append(run)
             if opened.resumed and (kept := run.group.started(run.key)).kept is not None:
                 log.info("job %s skipped: FINISHED before as run %s", job.number, kept.run_id)
@@ -157,9 +180,11 @@ class Lifecycle:
     def training(self) -> Iterator[None]:
         """Train inside: a stop or an error ends every run still training, with its epochs."""
         self.started = time.perf_counter()
+        self.progress = Progress(sum(run.epochs for run in self.live), len(self.live))
         try:
             yield
         except KeyboardInterrupt as stop:
+            self.progress.close()
             for tracker in self.trackers:  # a store that does not answer now: spool, not wait
                 tracker.stop_waiting()
             done = sum(run.outcome is not None for run in self.live)
@@ -170,10 +195,12 @@ class Lifecycle:
                 self._end(run, Outcome.INTERRUPTED, {Tag.STOPPED_BY: signals.describe(stop)})
             raise  # closing the tracker waits until the runs have ended
         except Exception as error:
+            self.progress.close()
             for run in self.live:
                 self._end(run, Outcome.ERROR, {Tag.ERROR: describe_error(error)})
                 run.error = run.error or error
             raise
+        self.progress.close()
         for run in self.live:  # an engine that stopped early: its runs did not complete
             self._end(run, Outcome.ERROR, {Tag.ERROR: "training stopped before its epochs"})
 
@@ -183,15 +210,6 @@ class Lifecycle:
         Whether any row still trains."""
         rows = values.tolist() if isinstance(values, torch.Tensor) else values
         moving = self._moving
-        streams: dict[int, tuple[RunGroup, list[str], list[tuple[float, ...]]]] = {}
-        for i in moving:
-            run = self.live[i]
-            _, keys, theirs = streams.setdefault(id(run.group), (run.group, [], []))
-            keys.append(run.key)
-            theirs.append(tuple(rows[i]))
-        for group, keys, theirs in streams.values():
-            group.epoch(epoch, keys, theirs)
-        self.trajectories.record(epoch, values)
         done = []
         for i in moving:
             run, row = self.live[i], tuple(rows[i])
@@ -206,13 +224,68 @@ class Lifecycle:
             else:
                 continue
             done.append(i)
+        if self.pruner is not None:  # scored before the epoch is queued: its row carries them
+            done += self._prune(epoch, [i for i in moving if i not in set(done)], done)
+        streams: dict[int, tuple[RunGroup, list[str], list[tuple[float, ...]]]] = {}
+        for i in moving:
+            run = self.live[i]
+            _, keys, theirs = streams.setdefault(id(run.group), (run.group, [], []))
+            keys.append(run.key)
+            theirs.append(tuple(rows[i]))
+        for group, keys, theirs in streams.values():
+            group.epoch(epoch, keys, theirs)
+        self.trajectories.record(epoch, values)
         if done:
             self._moving = [i for i in moving if i not in set(done)]
             self.active[done] = False
             for i in done:
                 run = self.live[i]
-                self._end(run, cast(Outcome, run.outcome))
+                tags = {Tag.PRUNED_AT_EPOCH: str(epoch)} if run.outcome is Outcome.PRUNED else {}
+                self._ended += 1
+                self._pruned += run.outcome is Outcome.PRUNED
+                self._end(run, cast(Outcome, run.outcome), tags)
+        self.progress.update(len(moving), self._ended, self._pruned)
         return bool(self._moving)
+
+    def _prune(self, epoch: int, training: list[int], completed: list[int]) -> list[int]:
+        """Score the rows due to report (every sweep.report_every epochs, and at their last),
+        log each score at this epoch's step, and ask the pruner which of those still training
+        stop here: those rows, marked pruned. A row that completes here reports too (its last
+        score is its final one); a diverged one does not (it has no model to score)."""
+        assert self.pruner is not None
+        due: list[int] = []
+        scores: list[float] = []
+        still = set(training)
+        for i in [*training, *(i for i in completed if self.live[i].outcome is Outcome.COMPLETED)]:
+            run = self.live[i]
+            if (epoch + 1) % run.cfg.sweep.report_every and epoch + 1 < run.epochs:
+                continue
+            name = str(run.cfg.sweep.objective)
+            score = self._score(run, name)
+            if run.tracker is not None:
+                run.tracker.report(run.key, epoch, {name: score})
+            if not math.isfinite(score):  # the worst there is, in either direction
+                score = math.inf if run.cfg.sweep.direction == "minimize" else -math.inf
+            if i in still:
+                due.append(i)
+                scores.append(score)
+        if not due:
+            return []
+        pruned = sorted(set(self.pruner.decide(epoch + 1, due, scores)) & set(due))
+        for i in pruned:
+            run = self.live[i]
+            run.outcome, run.pruned_at = Outcome.PRUNED, epoch
+        return pruned
+
+    @staticmethod
+    def _score(run: _Run, name: str) -> float:
+        """The run's objective at its last epoch: its loss, or held-out with its parameters."""
+        assert run.last is not None
+        row = run.last[1]
+        if name == Metric.FINAL_LOSS:
+            return float(row[0])
+        line = Coefficients(tuple(row[1:-1]), row[-1])
+        return held_out_scores(run.splits.val, line).get(name, math.nan)
 
     def results(self) -> list[JobResult | Exception]:
         """Each config's result, or the Exception that kept it from one, in order. A single
@@ -248,6 +321,9 @@ class Lifecycle:
         if outcome is Outcome.DIVERGED:
             tags[Tag.DIVERGED_AT_EPOCH] = str(run.diverged_at)
             tags[Tag.FAILURE] = f"diverged: {run.divergence}"
+        if outcome is Outcome.PRUNED:
+            self._finish_pruned(run, history, tags)
+            return
         metrics: dict[str, float] = {}
         pictures, model, reference = None, None, None
         cfg, splits = run.cfg, run.splits
@@ -265,11 +341,40 @@ class Lifecycle:
         logs = [Artifact(path, "logs") for path in run.job.log_files]
         run.ending = run.group.finish(run.key, outcome, metrics, tags, logs, pictures, model)
         if reference is None:  # stopped or failed: no result, the engine raises
+            self._pruner_end(run, None)
             return
         value = objective(outcome, metrics, cfg.sweep.objective, cfg.sweep.direction)
+        self._pruner_end(run, value if outcome is Outcome.COMPLETED else None)
         run.result = JobResult(outcome, run.group.started(run.key).run_id, metrics, value)
         tell(cfg, run.job, history, reference, run.result, self.tracker.tracking_uri,
              self.experiment_id)  # fmt: skip
+
+    def _pruner_end(self, run: _Run, value: float | None) -> None:
+        """Tell the pruner how a row ended; a pruner that cannot be told (its study's store)
+        costs the run nothing: it is said, and the run keeps its outcome."""
+        if self.pruner is None or run.index < 0:
+            return
+        try:
+            self.pruner.end(run.index, value)
+        except Exception as error:
+            log.warning("job %s: the pruner could not be told its end: %s", run.job.number,
+                        describe_error(error))  # fmt: skip
+
+    def _finish_pruned(self, run: _Run, history: History, tags: dict[str, str]) -> None:
+        """A pruned run ends FINISHED with what it has: its last epoch's parameters and held-out
+        scores, no model or pictures (it is no candidate), its objective the worst there is."""
+        cfg, features = run.cfg, run.splits.features
+        final = history.final_coefficients(features)
+        metrics = {Metric.FINAL_LOSS: history.final[Metric.LOSS],
+                   **final.named(features, "final_"), **held_out_scores(run.splits.val, final),
+                   "train_seconds": time.perf_counter() - self.started}  # fmt: skip
+        logs = [Artifact(path, "logs") for path in run.job.log_files]
+        run.ending = run.group.finish(run.key, Outcome.PRUNED, metrics, tags, logs)
+        value = objective(Outcome.PRUNED, metrics, cfg.sweep.objective, cfg.sweep.direction)
+        run.result = JobResult(Outcome.PRUNED, run.group.started(run.key).run_id, metrics, value)
+        name = cfg.sweep.objective
+        log.info("job %s pruned after %d epochs (%s %.6g)%s", run.job.number, history.epochs_done,
+                 name, metrics.get(name, math.nan), f" [{run.result.run_id}]")  # fmt: skip
 
 
 class Trajectories:

@@ -118,6 +118,9 @@ class MlflowConfig:
 class SweepConfig:
     objective: str = "val_mse"
     direction: str = "minimize"
+    pruner: str = "none"  # none, median, asha, hyperband: which jobs stop early (PRUNERS)
+    report_every: int = 25  # epochs between a job's scores of its objective, with a pruner
+    reduction_factor: int = 3  # asha and hyperband: a rung keeps 1 in this many
 
 
 @dataclass
@@ -146,6 +149,7 @@ TABLE_FORMATS = ("csv", "parquet")
 DIRECTIONS = ("minimize", "maximize")
 # Metrics a job can be judged by: computed on the held-out data, or the training loss.
 OBJECTIVES = ("val_mse", "val_mae", "final_loss")
+PRUNERS = ("none", "median", "asha", "hyperband")
 
 
 class ConfigStore(Protocol):
@@ -239,6 +243,12 @@ def validate(cfg: DictConfig) -> None:
              f"one of {', '.join(OBJECTIVES)}")  # fmt: skip
     _require(sweep.direction in DIRECTIONS, "sweep.direction", sweep.direction,
              f"one of {', '.join(DIRECTIONS)}")  # fmt: skip
+    _require(sweep.pruner in PRUNERS, "sweep.pruner", sweep.pruner,
+             f"one of {', '.join(PRUNERS)}")  # fmt: skip
+    _require(sweep.report_every >= 1, "sweep.report_every", sweep.report_every,
+             "must be an integer >= 1 (epochs)")  # fmt: skip
+    _require(sweep.reduction_factor >= 2, "sweep.reduction_factor", sweep.reduction_factor,
+             "must be an integer >= 2")  # fmt: skip
     _require(
         cfg.mlflow.outage_timeout >= 0,
         "mlflow.outage_timeout",

@@ -9,7 +9,9 @@ loss, one vectorised update that follows torch.optim's SGD and Adam step by step
 ends where train.fit would take it, to the last bit or nearly (tests/test_batched.py).
 
 A config whose epochs are done, or which diverged, stops being updated (a mask); the caller
-decides which (`Batch.step(active)`). Nothing here knows MLflow or Hydra.
+decides which (`Batch.step(active)`). A mask still computes every row: `Batch.keep(rows)` gathers
+the rows that go on into smaller tensors (a pruned sweep's survivors), each going on exactly as it
+would have. Nothing here knows MLflow or Hydra.
 """
 
 from __future__ import annotations
@@ -96,6 +98,23 @@ class Batch:
             weight, bias = self.scaling.original(weight, bias)
         return {"loss": loss.cpu(), "weight": weight.cpu(), "bias": bias.cpu()}
 
+    def keep(self, rows: list[int]) -> None:
+        """Go on with these rows only (indices into the current ones, in order): data,
+        parameters, optimizer state and settings are gathered, so that the rows left behind cost
+        nothing more. Each row's arithmetic is its own, so the kept rows train on bit for bit."""
+        index = torch.tensor(rows, dtype=torch.long, device=self.device)
+        self.members = [self.members[i] for i in rows]
+        self.shuffles = [self.shuffles[i] for i in rows]
+        self.x, self.y = self.x.index_select(0, index), self.y.index_select(0, index)
+        if self.scaling is not None:
+            self.scaling = Scaling(self.scaling.mean.index_select(0, index),
+                                   self.scaling.std.index_select(0, index))  # fmt: skip
+        self.weight = self.weight.detach().index_select(0, index).requires_grad_()
+        self.bias = self.bias.detach().index_select(0, index).requires_grad_()
+        weight_state, bias_state = self._states
+        self._states = (weight_state.select(index), bias_state.select(index))
+        self._setting = _Settings(self.members, self.device)
+
     def _mini_batches(self, active: torch.Tensor) -> torch.Tensor:
         """A pass over each config's own shuffled index slices, as train.fit's mini-batches."""
         assert self.batch_size is not None
@@ -178,6 +197,12 @@ class _State:
     def zeros(cls, param: torch.Tensor) -> _State:
         zero = torch.zeros_like(param).detach()
         return cls(zero.clone(), zero.clone(), zero.clone(), zero.clone())
+
+    def select(self, index: torch.Tensor) -> _State:
+        """The state of the configs at `index` (Batch.keep)."""
+        return _State(self.momentum.index_select(0, index), self.exp_avg.index_select(0, index),
+                      self.exp_avg_sq.index_select(0, index),
+                      self.max_exp_avg_sq.index_select(0, index))  # fmt: skip
 
 
 def _sgd(

@@ -22,11 +22,13 @@ class Outcome(StrEnum):
     DIVERGED = "diverged"
     INTERRUPTED = "interrupted"
     ERROR = "error"
+    PRUNED = "pruned"  # stopped early by the sweep's pruner: nothing went wrong
 
     @property
     def status(self) -> str:
-        """FINISHED for a completed run, KILLED for an interrupted one, else FAILED."""
-        return {Outcome.COMPLETED: FINISHED, Outcome.INTERRUPTED: KILLED}.get(self, FAILED)
+        """FINISHED for a completed or pruned run, KILLED for an interrupted one, else FAILED."""
+        finished = {Outcome.COMPLETED: FINISHED, Outcome.PRUNED: FINISHED}
+        return {**finished, Outcome.INTERRUPTED: KILLED}.get(self, FAILED)
 
     @classmethod
     def of(cls, status: str, tagged: str | None) -> str:
@@ -46,6 +48,7 @@ class Tag:
     STOPPED_BY: Final = "linreg.stopped_by"  # what interrupted a KILLED run: SIGINT, SLURM: …
     OUTAGES: Final = "linreg.outages"  # how long the store did not answer while the run ran
     DIVERGED_AT_EPOCH: Final = "linreg.diverged_at_epoch"
+    PRUNED_AT_EPOCH: Final = "linreg.pruned_at_epoch"  # the epoch a pruned run's last was
     TRAIN_STEP: Final = "linreg.train_step"  # autograd or fused (train.step_kind)
     COMMAND: Final = "linreg.command"  # the command that reproduces the run
     OVERRIDES: Final = "linreg.overrides"  # the overrides as typed, passwords masked

@@ -71,7 +71,13 @@ def test_default_config_is_the_tutorial() -> None:
             "outage_timeout": 300.0,
         },
         "plots": {"enabled": True, "frames": 50},
-        "sweep": {"objective": "val_mse", "direction": "minimize"},
+        "sweep": {
+            "objective": "val_mse",
+            "direction": "minimize",
+            "pruner": "none",
+            "report_every": 25,
+            "reduction_factor": 3,
+        },
     }
     validate(cfg)
 

@@ -39,6 +39,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from linreg_exp.errors import ConfigError
 from linreg_exp.sweeps.launch import sweep_key
+from linreg_exp.sweeps.pruning import optuna_pruner
 from linreg_exp.tracking.uris import mask_uri
 
 log = logging.getLogger(__name__)
@@ -181,10 +182,12 @@ def make_sampler(
     return sampler
 
 
-def make_pruner(node: DictConfig | None) -> optuna.pruners.BasePruner:
-    """The pruner its config names; none (Optuna's NopPruner) where it is null."""
+def make_pruner(node: DictConfig | None, config: DictConfig) -> optuna.pruners.BasePruner:
+    """The pruner its config names; where it is null, sweep.pruner's (none: Optuna's
+    NopPruner). The jobs make the same one, in their processes (sweeps/pruning.py): they report
+    to their trials and ask it whether to stop."""
     if node is None:
-        return optuna.pruners.NopPruner()
+        return optuna_pruner(config.sweep, int(config.trainer.epochs))
     try:
         pruner = instantiate(node)
     except Exception as error:
@@ -237,7 +240,7 @@ class Search:
                               "range(...) or choice(...)")  # fmt: skip
         space.check_keys(config, params)
         sampler = make_sampler(settings.sampler, space)
-        pruner = make_pruner(settings.pruner)
+        pruner = make_pruner(settings.pruner, config)
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         url = settings.storage or f"sqlite:///{sweep_dir / STUDY_FILE}"
         if settings.storage is None:
@@ -273,9 +276,10 @@ class Search:
                      math.prod(map(len, grid.values())) if grid is not None else None)  # fmt: skip
         search.resume()
         to_run = max(0, min(search.n_trials, search.grid_size or search.n_trials) - search.done)
-        log.info("Optuna study %s in %s: %d of %d trials done, %d to run (%s, %s %s)", name,
+        log.info("Optuna study %s in %s: %d of %d trials done, %d to run (%s, %s %s%s)", name,
                  mask_uri(url), search.done, search.n_trials, to_run, type(sampler).__name__,
-                 direction, objective)  # fmt: skip
+                 direction, objective, "" if isinstance(pruner, optuna.pruners.NopPruner)
+                 else f", {type(pruner).__name__}")  # fmt: skip
         return search
 
     def resume(self) -> None:
@@ -344,7 +348,8 @@ class Search:
 
     def tell(self, trial: Trial, ret: JobReturn) -> TrialState:
         """A completed job's objective (inf for a diverged one: the worst there is, so the
-        study goes on); a failed job, or a value that is no number, fails the trial."""
+        study goes on); a failed job, or a value that is no number, fails the trial. A job
+        its pruner stopped has marked its trial PRUNED itself, which stays."""
         value: float | None = None
         if ret.status is JobStatus.COMPLETED:
             try:
@@ -354,8 +359,12 @@ class Search:
                           ret.return_value)  # fmt: skip
         failed = value is None or math.isnan(value)
         try:
-            self.study.tell(trial, None if failed else value,
-                            state=TrialState.FAIL if failed else None)  # fmt: skip
+            told = self.study.tell(trial, None if failed else value,
+                                   state=TrialState.FAIL if failed else None,
+                                   skip_if_finished=True)  # fmt: skip
+            if told.state is TrialState.PRUNED:
+                self.done += 1
+                return TrialState.PRUNED
         except RuntimeError:
             # The grid sampler stops the study once its grid is done, a call Optuna allows
             # only inside study.optimize; the trial is stored all the same.

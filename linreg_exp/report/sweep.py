@@ -14,17 +14,23 @@ from linreg_exp.vocab import Metric, Outcome
 
 
 def draw(summary: SweepSummary, out_dir: str) -> list[Path]:
-    """Write sweep.png and summary.csv into `out_dir`; returns their paths."""
+    """Write sweep.png and summary.csv into `out_dir`; returns their paths. A pruned job has
+    no final value to draw (its objective is where it stopped): the picture counts them."""
     jobs = [
         plots.SweepJob(
             params=child.params,
-            value=child.metrics.get(summary.objective, math.nan),
+            value=math.nan
+            if child.outcome == Outcome.PRUNED
+            else child.metrics.get(summary.objective, math.nan),
             diverged=child.outcome == Outcome.DIVERGED,
             loss_curve=sorted(child.loss_curve),
         )
         for child in summary.children
     ]
     figure = plots.sweep_figure(jobs, summary.swept, summary.objective)
+    pruned = sum(child.outcome == Outcome.PRUNED for child in summary.children)
+    if pruned:
+        figure.text(0.01, 0.01, f"{pruned} of {len(jobs)} jobs pruned (not drawn)", fontsize=8)
     picture = plots.save_figure(figure, Path(out_dir) / "sweep.png")
     return [picture, write_csv(summary, Path(out_dir) / "summary.csv")]
 

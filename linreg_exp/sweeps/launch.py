@@ -27,6 +27,7 @@ from linreg_exp.errors import ConfigError
 from linreg_exp.schema import CONFIG_DIR, TableConfig, validate
 from linreg_exp.sweeps import naming
 from linreg_exp.sweeps.hydra_internals import BASIC_LAUNCHER
+from linreg_exp.sweeps.pruning import prepare_study
 from linreg_exp.tracking.messages import Closed, Open, Parent
 from linreg_exp.tracking.recorder import Tracker
 from linreg_exp.tracking.spool import is_offline
@@ -169,8 +170,6 @@ class Launch:
                 f"hydra.sweep.dir={sweep_dir} is in use by another sweep that is still running"
             ) from None
         try:
-            from linreg_exp.sweeps.pruning import prepare_study
-
             prepare_study(config, sweep_dir)
             launch = cls._open_sweep(config, sweep_dir, lock)
         except BaseException:
