@@ -189,7 +189,8 @@ class Lifecycle:
                 tracker.stop_waiting()
             done = sum(run.outcome is not None for run in self.live)
             of = f" ({done} of {len(self.live)} configs done)" if len(self.live) > 1 else ""
-            print(f"\nlinreg_exp: interrupted after {self.trajectories.epochs} epochs{of}",
+            epochs = 1 + max((run.last[0] for run in self.live if run.last), default=-1)
+            print(f"\nlinreg_exp: interrupted after {epochs} epochs{of}",
                   file=sys.stderr)  # fmt: skip
             for run in self.live:
                 self._end(run, Outcome.INTERRUPTED, {Tag.STOPPED_BY: signals.describe(stop)})
@@ -339,7 +340,8 @@ class Lifecycle:
                 model = model_payload(history.final_coefficients(splits.features),
                                       splits.features)  # fmt: skip
         logs = [Artifact(path, "logs") for path in run.job.log_files]
-        run.ending = run.group.finish(run.key, outcome, metrics, tags, logs, pictures, model)
+        run.ending = run.group.finish(run.key, outcome, metrics, tags, logs, pictures, model,
+                                      run.last)  # fmt: skip
         if reference is None:  # stopped or failed: no result, the engine raises
             self._pruner_end(run, None)
             return
@@ -369,7 +371,8 @@ class Lifecycle:
                    **final.named(features, "final_"), **held_out_scores(run.splits.val, final),
                    "train_seconds": time.perf_counter() - self.started}  # fmt: skip
         logs = [Artifact(path, "logs") for path in run.job.log_files]
-        run.ending = run.group.finish(run.key, Outcome.PRUNED, metrics, tags, logs)
+        run.ending = run.group.finish(run.key, Outcome.PRUNED, metrics, tags, logs,
+                                      last=run.last)  # fmt: skip
         value = objective(Outcome.PRUNED, metrics, cfg.sweep.objective, cfg.sweep.direction)
         run.result = JobResult(Outcome.PRUNED, run.group.started(run.key).run_id, metrics, value)
         name = cfg.sweep.objective

@@ -394,7 +394,7 @@ def test_doc_command_composes(
 
 # ------------------------------------------------------------ the README's quick ones, for real
 
-QUICK_JOBS = 6  # a sweep of at most this many jobs, ...
+QUICK_JOBS = 1  # single runs: sweeps are composed here and run in tests/test_sweeps.py, ...
 QUICK_EPOCHS = 1000  # ... of at most this many epochs each
 
 
@@ -426,13 +426,16 @@ def ran(
     spends most of its time starting Python, torch and MLflow), each in a directory of its own
     with a SQLite store there; a command that is not quick says why instead."""
 
+    # made here, not in the threads: pytest's tmp_path_factory is not thread-safe
+    places = {command: tmp_path_factory.mktemp("readme") for command in QUICK}
+
     def run(command: DocCommand) -> tuple[subprocess.CompletedProcess[str], str] | str:
         result = composed[command]
         if result["code"] != 0:
             return f"does not compose: {result['error']}"
         if result["jobs"] > QUICK_JOBS or (result["epochs"] or 0) > QUICK_EPOCHS:
             return f"not quick: {result['jobs']} jobs of {result['epochs']} epochs"
-        cwd = tmp_path_factory.mktemp("readme")
+        cwd = places[command]
         # run from a checkout, as the README says: its relative data paths name examples/
         shutil.copytree(REPO / "examples", cwd / "examples")
         for name, content in command.files:

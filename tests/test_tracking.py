@@ -384,3 +384,17 @@ def test_training_waits_for_a_slow_store_and_stays_seconds_ahead(store: str) -> 
     assert catch_up < storing + 1.5, (catch_up, storing)
     assert link.stored == step  # and nothing was dropped
     assert len(MlflowClient(store).get_metric_history(run.started().run_id, "loss")) == step
+
+
+def test_an_epoch_the_engine_saw_but_a_signal_kept_from_the_queue_is_sent_at_the_end(
+    store: str,
+) -> None:
+    tracker = Tracker(InProcess(), Open(store, "linreg"))
+    run = tracker.start_run(start(), log_every_seconds=3600)
+    for step in range(5):
+        run.epoch(step, epoch())
+    last = (5, tuple(epoch().values()))  # seen by the engine, never queued (a signal came)
+    finished(run.group.finish(run.run, Outcome.INTERRUPTED, last=last))
+    tracker.close()
+    steps = [m.step for m in MlflowClient(store).get_metric_history(run.started().run_id, "loss")]
+    assert sorted(steps) == [0, 1, 2, 3, 4, 5]

@@ -124,11 +124,16 @@ class RunGroup:
         files: list[Artifact] | None = None,
         report: Task | None = None,
         model: LinearModelSpec | None = None,
+        last: tuple[int, tuple[float, ...]] | None = None,
     ) -> Future[Reply]:
         """Send the epochs left (the run's last one always), then end the run, however it
-        went."""
+        went. `last`: the run's last epoch as its engine saw it, sent too unless it is already
+        on its way (a signal may stop the engine between seeing an epoch and queueing it; the
+        store skips a step it has)."""
         skipped, rows = self._skipped.pop(run, None), self._rows[run]
-        if skipped is not None and (not rows or rows[-1] < skipped):
+        if last is not None and (skipped is None or skipped[0] < last[0]):
+            skipped = (last[0], time.time_ns() // 1_000_000, last[1])
+        if skipped is not None and (not rows or rows[-1][0] < skipped[0]):
             rows.append(skipped)
             self._pending += 1
         if self._pending:
