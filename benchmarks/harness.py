@@ -122,6 +122,8 @@ class Row:
         if met:
             spread = self.ratios if self.target.on_ratio else self.ours
             return "met" if max(spread) <= self.target.limit else "met (median; max over)"
+        if self.target.limit == 0:  # an exact target (0: the same best): missed, no percentage
+            return "**MISSED**"
         return f"**MISSED** by {100 * (value / self.target.limit - 1):.0f}%"
 
     def markdown(self) -> str:
