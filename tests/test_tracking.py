@@ -32,6 +32,7 @@ from linreg_exp.tracking.messages import (
 from linreg_exp.tracking.recorder import Tracker, Transport, finished
 from linreg_exp.tracking.session import InProcess, Session
 from linreg_exp.vocab import Outcome
+from tests.support.waiting import wait_until
 
 
 def test_tracking_uri_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -190,8 +191,8 @@ def test_the_helper_ends_the_run_killed_with_its_epochs_when_the_job_vanishes(st
     for step in range(300):
         run.epoch(step, epoch())
     run._send()  # the batch is on its way, as after a second of training
-    while tracker.busy or tracker.store_rate is None:
-        time.sleep(0.05)
+    wait_until(lambda: not tracker.busy and tracker.store_rate is not None, 120,
+               "the batch stored")  # fmt: skip
     helper.conn.close()  # hang up without a word, as a job killed by SIGKILL would
     helper.process.wait(60)
     (logged,) = MlflowClient(store).search_runs([store_open(store)[1]])
