@@ -3,8 +3,9 @@
 Hydra composes the config and calls the task function (`JobRunner`) for each job; the launch
 callback (sweeps/callback.py) opens the tracking around the jobs and hands each job its
 description. Every failure comes back to one policy here (`report`): one line naming the key
-and value for bad input (exit 2), 128 + signal for Ctrl-C or SIGTERM, 1 for a failed job, and a
-traceback only for a bug, or for every error with HYDRA_FULL_ERROR=1.
+and value for bad input (exit 2), 3 for a single run that diverged, 128 + signal for Ctrl-C or
+SIGTERM, 1 for a failed job, and a traceback only for a bug, or for every error with
+HYDRA_FULL_ERROR=1.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ from omegaconf.errors import (
 )
 
 from linreg_exp import schema, signals, startup
-from linreg_exp.errors import Abort, LinregError, TrackingError
+from linreg_exp.errors import Abort, Diverged, LinregError, TrackingError
 from linreg_exp.sweeps.jobs import Assignment
+from linreg_exp.vocab import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,7 @@ class JobRunner:
         try:
             from linreg_exp.job import run  # torch: imported while the store opens
 
-            return run(cfg, job, assignment.tracker).objective
+            result = run(cfg, job, assignment.tracker)
         except Exception as error:
             rejected = assignment.tracker.runs_started == runs_before  # before its run existed
             if rejected and assignment.fresh_output_dir:  # leave nothing behind, no empty dir
@@ -90,6 +92,9 @@ class JobRunner:
         finally:
             if assignment.owns_tracker:  # waits until the run has ended in the store
                 assignment.tracker.close()
+        if job.number is None and result.outcome is Outcome.DIVERGED:  # said by the job's summary
+            raise Abort(Diverged(f"run {result.run_id} diverged"))
+        return result.objective
 
 
 def main() -> None:
@@ -136,22 +141,26 @@ def run_hydra() -> int:
         return exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
     except BaseException as error:
         inner = error.error if isinstance(error, Abort) else error
-        if full_error and not isinstance(inner, KeyboardInterrupt):
+        if full_error and not isinstance(inner, KeyboardInterrupt | Diverged):
             raise inner from None
         return report(inner)
     return 0
 
 
 def print_checked_config(hydra_entry: Callable[[], None]) -> None:
-    """`--cfg job` (or `all`): Hydra prints the composed config, which is then checked as a run
-    would check it, so that a value a run would reject is not printed as if it were fine."""
+    """`--cfg job` (or `all`): the composed config Hydra prints is checked first, as a run would
+    check it (its values, the device, a table), and printed only if a run would take it: a
+    value a run would reject is one line, not a page of config that looks fine above it."""
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         hydra_entry()
-    sys.stdout.write(printed.getvalue())
     cfg = OmegaConf.create(printed.getvalue())
     if isinstance(cfg, DictConfig) and all(key in cfg for key in ("data", "optimizer", "trainer")):
+        from linreg_exp.sweeps.launch import check_shared
+
         schema.validate(cfg)
+        check_shared(cfg, {})
+    sys.stdout.write(printed.getvalue())
 
 
 def report(error: BaseException) -> int:
@@ -159,6 +168,8 @@ def report(error: BaseException) -> int:
     if isinstance(error, KeyboardInterrupt):
         print("linreg_exp: interrupted", file=sys.stderr)
         return signals.exit_code_for(error)
+    if isinstance(error, Diverged):  # the job's summary said why, and the run has it
+        return Diverged.EXIT_CODE
     if isinstance(error, LinregError):
         line, code = str(error), 2
     elif isinstance(error, OSError) and error.filename is not None:  # a read-only directory
@@ -209,6 +220,10 @@ def describe_config_error(error: BaseException) -> str:
         reason = str(cause.msg).splitlines()[0]
         return f"{cause.full_key}={cause.value}: {reason}"
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if lines and lines[0].startswith("Ambiguous value for argument"):  # a,b without -m
+        override = lines[0].partition("argument ")[2]
+        return (f"{override} lists several values: add -m (--multirun) to sweep over them "
+                "(or write key=[a,b] for a list value)")  # fmt: skip
     return "; ".join(lines[:2]) or type(error).__name__
 
 

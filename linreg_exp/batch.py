@@ -123,27 +123,40 @@ def run_group(
                      trackers, str(device), "batched", pruner)  # fmt: skip
     live = life.start()
     if live:
-        with life.training():
-            batch = Batch([member_of(r.cfg) for r in live], [r.splits.train for r in live],
-                          first.trainer.batch_size, device,
-                          [scalings[id(r.splits)] for r in live] if scalings else None)  # fmt: skip
-            kept = list(range(len(live)))  # the batch's rows, as the lifecycle numbers them
-            for epoch in range(max(r.epochs for r in live)):
-                values = batch.step(life.active[kept] if len(kept) < len(live) else life.active)
-                rows = torch.cat(  # [N, 2 + d]: loss, weights, bias (params.epoch_names)
-                    (values["loss"].view(-1, 1), values["weight"], values["bias"].view(-1, 1)), 1
-                )
-                if len(kept) < len(live):
-                    every = torch.full((len(live), rows.shape[1]), math.nan)
-                    every[kept] = rows
-                    rows = every
-                if not life.epoch(epoch, rows):
-                    break
-                going_on = [k for k, row in enumerate(kept) if life.active[row]]
-                if pruner is not None and len(going_on) < len(kept):
-                    batch.keep(going_on)
-                    kept = [kept[k] for k in going_on]
+        try:
+            with life.training():
+                train(life, first.trainer.batch_size, device, scalings, pruner)
+        except LinregError:  # the store, say: the sweep stops (run_batch)
+            raise
+        except Exception:  # each row still training has ended ERROR with it, the error its
+            pass  # result (Lifecycle.training); the rows that had ended keep theirs
     return life.results()
+
+
+def train(
+    life: Lifecycle, batch_size: int | None, device: torch.device,
+    scalings: dict[int, Scaling], pruner: Pruner | None,
+) -> None:  # fmt: skip
+    """Train the lifecycle's rows as one program, handing it each epoch's rows."""
+    live = life.live
+    batch = Batch([member_of(r.cfg) for r in live], [r.splits.train for r in live], batch_size,
+                  device, [scalings[id(r.splits)] for r in live] if scalings else None)  # fmt: skip
+    kept = list(range(len(live)))  # the batch's rows, as the lifecycle numbers them
+    for epoch in range(max(r.epochs for r in live)):
+        values = batch.step(life.active[kept] if len(kept) < len(live) else life.active)
+        rows = torch.cat(  # [N, 2 + d]: loss, weights, bias (params.epoch_names)
+            (values["loss"].view(-1, 1), values["weight"], values["bias"].view(-1, 1)), 1
+        )
+        if len(kept) < len(live):
+            every = torch.full((len(live), rows.shape[1]), math.nan)
+            every[kept] = rows
+            rows = every
+        if not life.epoch(epoch, rows):
+            break
+        going_on = [k for k, row in enumerate(kept) if life.active[row]]
+        if pruner is not None and len(going_on) < len(kept):
+            batch.keep(going_on)
+            kept = [kept[k] for k in going_on]
 
 
 def member_of(cfg: DictConfig) -> Member:

@@ -13,6 +13,14 @@ class TrackingError(LinregError):
     """The MLflow tracking store cannot be opened or reached."""
 
 
+class Diverged(Exception):
+    """A single run whose loss blew up: it ran and is recorded (FAILED, `diverged`), and the
+    command exits 3, so that a script or CI step sees it did not train. A sweep's diverged jobs
+    are counted by its parent instead, and the sweep exits 0."""
+
+    EXIT_CODE = 3
+
+
 class Abort(BaseException):
     """Carries `error` past Hydra to the app's error policy.
 

@@ -197,13 +197,17 @@ class Lifecycle:
             raise  # closing the tracker waits until the runs have ended
         except Exception as error:
             self.progress.close()
-            for run in self.live:
-                self._end(run, Outcome.ERROR, {Tag.ERROR: describe_error(error)})
-                run.error = run.error or error
+            for run in self.live:  # those that ended before keep their outcome and result
+                if run.outcome is None:
+                    self._end(run, Outcome.ERROR, {Tag.ERROR: describe_error(error)})
+                    run.error = run.error or error
             raise
         self.progress.close()
         for run in self.live:  # an engine that stopped early: its runs did not complete
-            self._end(run, Outcome.ERROR, {Tag.ERROR: "training stopped before its epochs"})
+            if run.outcome is None:
+                early = RuntimeError("training stopped before its epochs")
+                self._end(run, Outcome.ERROR, {Tag.ERROR: str(early)})
+                run.error = run.error or early
 
     def epoch(self, epoch: int, values: torch.Tensor | Sequence[Sequence[float]]) -> bool:
         """One epoch of every row ([rows, 2 + d]: loss, weights, bias), of which the rows
@@ -570,6 +574,7 @@ def tell(
     lines += [
         f"run    {run_id} in {cfg.mlflow.experiment_name!r} at {uris.mask_uri(uri)}",
         f"rerun  {command}",
+        f"files  {job.output_dir}   (config, log{', pictures' if cfg.plots.enabled else ''})",
     ]
     if is_offline(uri):
         lines.append(f"sync   linreg-exp sync {job.output_dir} --to URI   (it is offline)")

@@ -125,6 +125,7 @@ def test_summary_says_where_to_look(default_run: tuple[str, Run, Path, str]) -> 
     assert "mlflow ui --backend-store-uri" in output
     assert "final loss" in output
     assert "run    " in output and "linreg_exp.log" not in output
+    assert f"files  {cwd / 'run'}   (config, log, pictures)" in output  # its output dir
     assert (cwd / "run" / "linreg_exp.log").read_text().count(run.info.run_id) >= 1
 
 

@@ -22,7 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 from submitit.core.utils import UncompletedJobError
 
 from linreg_exp import app, signals
-from linreg_exp.errors import Abort, ConfigError, LinregError, TrackingError
+from linreg_exp.errors import Abort, ConfigError, Diverged, LinregError, TrackingError
 from linreg_exp.schema import validate
 from tests.conftest import CONF_DIR
 
@@ -72,6 +72,10 @@ BAD_INPUT = [
      "error: trainer.batch_size=1001 is not allowed: must be null (full batch) or an integer in "
      "[1, data.num_data=1000]"),
     (["+optimizer.foo=1"], "error: optimizer.foo=1 is not allowed: unknown key; allowed: "),
+    # a sweep's values without -m: the user meant a sweep
+    (["optimizer.lr=0.01,0.5"],
+     "error: 'optimizer.lr=0.01,0.5' lists several values: add -m (--multirun) to sweep over "
+     "them"),
 ]  # fmt: skip
 
 
@@ -164,6 +168,13 @@ def test_a_bug_shows_its_traceback_and_exit_1(capsys: pytest.CaptureFixture[str]
         assert err.rstrip().endswith("(set HYDRA_FULL_ERROR=1 for the complete stack trace)")
 
 
+def test_a_diverged_single_run_exits_3_and_adds_no_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Its summary already said where it diverged; the status tells a script it did not train."""
+    assert reported(Diverged("run abc diverged"), capsys) == (3, [])
+
+
 def test_abort_carries_the_error_it_wraps() -> None:
     """What must stop the whole command travels past Hydra as a BaseException, keeping the
     error that the policy then reports."""
@@ -210,3 +221,29 @@ def test_hydra_full_error_raises_the_error_itself(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(sys, "argv", ["linreg_exp", "optimizer.lr=-1", "hydra.run.dir=run"])
     with pytest.raises(ConfigError, match=r"^optimizer\.lr=-1\.0 is not allowed"):
         app.run_hydra()
+
+
+@pytest.mark.usefixtures("in_process")
+def test_cfg_job_checks_before_it_prints(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--cfg job` with a value a run would reject: its one line, and no config above it."""
+    monkeypatch.setattr(sys, "argv", ["linreg_exp", "optimizer.lr=-1", "--cfg", "job"])
+    assert app.run_hydra() == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == ["error: optimizer.lr=-1.0 is not allowed: must be > 0"]
+
+
+@pytest.mark.usefixtures("in_process")
+def test_a_single_run_that_diverges_exits_3(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: os.PathLike[str]
+) -> None:
+    """The whole command in this process: the run trains, diverges, is recorded, and exits 3."""
+    store = f"sqlite:///{os.path.join(tmp_path, 'mlflow.db')}"
+    monkeypatch.setattr(sys, "argv", [
+        "linreg_exp", "loss=mse", "optimizer.lr=5", "trainer.epochs=20", "plots.enabled=false",
+        "mlflow.system_metrics=false", "hydra.run.dir=run", f"mlflow.tracking_uri={store}",
+    ])  # fmt: skip
+    assert app.run_hydra() == Diverged.EXIT_CODE
+    assert "DIVERGED" in capsys.readouterr().out  # its summary, where the run summaries go

@@ -45,6 +45,9 @@ def test_a_sweepers_own_search_space_counts_as_swept() -> None:
         # two keys that end alike keep their full names: the name stays unambiguous
         (["optimizer.lr", "scheduler.lr", "seed"],
          {"optimizer.lr": "optimizer.lr", "scheduler.lr": "scheduler.lr", "seed": "seed"}),
+        # how a run is drawn or recorded is no hyperparameter: `enabled` alone would say nothing
+        (["plots.enabled", "optimizer.lr", "sweep.pruner"],
+         {"plots.enabled": "plots.enabled", "optimizer.lr": "lr", "sweep.pruner": "sweep.pruner"}),
         ([], {}),
     ],
 )  # fmt: skip

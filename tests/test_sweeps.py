@@ -60,7 +60,13 @@ def test_grid_gives_one_parent_and_a_child_per_job(tmp_path: Path, store: str) -
     rows = list(csv.DictReader(io.StringIO(Path(summary).read_text())))
     assert len(rows) == 4 and {r["status"] for r in rows} == {"FINISHED"}
     assert (tmp_path / "multirun" / "sweep.png").is_file()
-    assert "job 3:" in result.stdout + result.stderr  # one line per job
+    output = result.stdout + result.stderr
+    assert "job 3:" in output  # one line per job
+    # the last lines say which job was best, and that its model was registered
+    job = best.data.tags["linreg.job_num"]
+    assert f"best val_mse {metrics['best_val_mse']:.6g}: job {job} (" in output
+    assert f"[{best.info.run_id}]" in output
+    assert f"best model registered: models:/linreg-best@best (version {version.version})" in output
 
 
 def test_diverging_jobs_are_recorded_and_the_sweep_goes_on(tmp_path: Path, store: str) -> None:

@@ -22,11 +22,18 @@ def swept_values(overrides: Sequence[str], sweeper_params: Mapping[str, object])
     return swept | {str(key): str(value) for key, value in sweeper_params.items()}
 
 
+# Sections that hold how a run is recorded and drawn, not what it trains: their keys' last parts
+# (`enabled`, `frames`, `objective`) say nothing alone, so such a key keeps its whole name.
+WHOLE_KEYS = ("plots.", "mlflow.", "sweep.", "hydra.")
+
+
 def short_names(keys: Sequence[str]) -> dict[str, str]:
-    """`optimizer.lr` -> `lr`, unless another key ends the same way."""
+    """`optimizer.lr` -> `lr`, unless another key ends the same way; `plots.enabled` stays
+    whole (WHOLE_KEYS)."""
     last = [key.rpartition(".")[2] for key in keys]
     return {
-        key: tail if last.count(tail) == 1 else key for key, tail in zip(keys, last, strict=True)
+        key: tail if last.count(tail) == 1 and not key.startswith(WHOLE_KEYS) else key
+        for key, tail in zip(keys, last, strict=True)
     }
 
 

@@ -18,9 +18,11 @@ the model): a run's epochs are that history, and there may be millions of them. 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -29,16 +31,41 @@ from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
 from mlflow.models import Model, ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import AnyType, ColSpec, Schema
+from mlflow.utils import requirements_utils
 
 from linreg_exp.tracking.messages import LinearModelSpec
 
 NAME = "model"
 CODE = Path(__file__).with_name("fitted_line.py")
+REQUIRED = ("mlflow", "numpy", "pandas")  # what fitted_line.py imports, each its own module
 
 
 def requirements() -> list[str]:
     """What loading the model needs, pinned to what logged it (no inference: it takes seconds)."""
-    return [f"{name}=={importlib.metadata.version(name)}" for name in ("mlflow", "numpy", "pandas")]
+    return [f"{name}=={importlib.metadata.version(name)}" for name in REQUIRED]
+
+
+@contextlib.contextmanager
+def requirements_checked_by_name() -> Iterator[None]:
+    """Let `save_model` check our requirements against the environment without a scan of it.
+
+    `save_model` warns when the environment does not satisfy the requirements it is given, and
+    to find each one's module it first maps every installed distribution to its modules
+    (`importlib.metadata.packages_distributions()`, about 0.4 s, on every run's path:
+    docs/performance.md). Ours were read from this environment a moment before, and each is its
+    own module, so MLflow is handed exactly that map for the call, and its own lazy map is left
+    unbuilt afterwards, as it was. Only when no map was built yet (another caller's full map
+    is used as it is).
+    """
+    if requirements_utils._MODULES_TO_PACKAGES is not None:
+        yield
+        return
+    requirements_utils._MODULES_TO_PACKAGES = {name: [name] for name in REQUIRED}  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        requirements_utils._MODULES_TO_PACKAGES = None
+        requirements_utils._PACKAGES_TO_MODULES = None
 
 
 def signature(features: list[str]) -> ModelSignature:
@@ -72,16 +99,17 @@ def log_model(
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / NAME
-        mlflow.pyfunc.save_model(
-            path,
-            python_model=str(CODE),
-            model_config=dict(spec),
-            signature=signature(features),
-            input_example=input_example(features),
-            pip_requirements=requirements(),
-            mlflow_model=Model(artifact_path=model.artifact_location, run_id=run_id,
-                               model_uuid=model.model_id, model_id=model.model_id),
-        )  # fmt: skip
+        with requirements_checked_by_name():
+            mlflow.pyfunc.save_model(
+                path,
+                python_model=str(CODE),
+                model_config=dict(spec),
+                signature=signature(features),
+                input_example=input_example(features),
+                pip_requirements=requirements(),
+                mlflow_model=Model(artifact_path=model.artifact_location, run_id=run_id,
+                                   model_uuid=model.model_id, model_id=model.model_id),
+            )  # fmt: skip
         client.log_model_artifacts(model.model_id, str(path))
     client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
     client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])

@@ -150,8 +150,11 @@ def _summarise(
                  RunTag(Tag.BEST_COMMAND, best.data.tags.get(Tag.COMMAND, ""))]  # fmt: skip
     now = int(time.time() * 1000)
     client.log_batch(parent_id, [Metric(k, v, now, 0) for k, v in metrics.items()], tags=tags)
+    registered = ""
     if best is not None and sweep.register_best:
-        register(client, best, sweep.register_best)
+        version = register(client, best, sweep.register_best)
+        registered = (f"\nbest model registered: models:/{sweep.register_best}@{BEST_ALIAS} "
+                      f"(version {version})")  # fmt: skip
     if sweep.report is not None and children:
         _log_report(client, parent_id, sweep.report, SweepSummary(
             [_child(client, run) for run in children], swept, objective))  # fmt: skip
@@ -159,13 +162,19 @@ def _summarise(
         failed = outcomes[Outcome.ERROR] or outcomes[Outcome.INTERRUPTED]
         status = FAILED if failed else FINISHED
     client.set_terminated(parent_id, status)
-    best_text = f"; best {objective} {metrics[f'best_{objective}']:.6g}" if completed else ""
+    best_text = ""
+    if best is not None:  # which job, by its number and overrides, and its run
+        job = best.data.tags.get(Tag.JOB_NUM, "?")
+        overrides = best.data.tags.get(Tag.OVERRIDES, "")
+        best_text = (f"; best {objective} {metrics[f'best_{objective}']:.6g}: job {job}"
+                     f"{f' ({overrides})' if overrides else ''} [{best.info.run_id}]")  # fmt: skip
     pruned_text = (f", {len(pruned)} pruned ({int(metrics['epochs_saved'])} epochs saved)"
                    if pruned else "")  # fmt: skip
     return (
         f"sweep {parent_id} {status}: {len(children)} jobs, {outcomes[Outcome.COMPLETED]} "
         f"finished{pruned_text}, {outcomes[Outcome.DIVERGED]} diverged, "
         f"{outcomes[Outcome.ERROR]} failed, {outcomes[Outcome.INTERRUPTED]} killed{best_text}"
+        f"{registered}"
     )
 
 
@@ -182,8 +191,9 @@ def _epochs_saved(run: Run) -> int:
 BEST_ALIAS = "best"
 
 
-def register(client: MlflowClient, best: Run, name: str) -> None:
-    """The best job's model as a new version of the registered model `name`, aliased "best"."""
+def register(client: MlflowClient, best: Run, name: str) -> str:
+    """The best job's model as a new version of the registered model `name`, aliased "best";
+    the version."""
     outputs = best.outputs.model_outputs if best.outputs else []
     if not outputs:
         raise RuntimeError(f"run {best.info.run_id} logged no model to register")
@@ -196,6 +206,7 @@ def register(client: MlflowClient, best: Run, name: str) -> None:
     version = client.create_model_version(name, f"models:/{model_id}", best.info.run_id,
                                           model_id=model_id)  # fmt: skip
     client.set_registered_model_alias(name, BEST_ALIAS, version.version)
+    return str(version.version)
 
 
 def _swept_keys(children: list[Run]) -> list[str]:
