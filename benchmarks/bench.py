@@ -37,8 +37,9 @@ QUESTIONS: dict[str, tuple[tuple[int, ...], str]] = {
     "batched": ((8,), "batched sweeps vs the basic and joblib launchers"),
     "tables": ((9,), "a 10M-row x 10-feature CSV: read, split, 5 epochs; peak RSS"),
     "pruning": ((10,), "a batched 256-config grid with sweep.pruner=asha vs unpruned"),
+    "optuna": ((11,), "32 TPE trials, median pruner: ours vs a hand-written optuna script"),
 }
-MODULES = {"logging": "logging_floor"}  # a module may not be named `logging`
+MODULES = {"logging": "logging_floor", "optuna": "optuna_search"}  # not named as a library
 
 
 def chosen(only: str) -> list[str]:

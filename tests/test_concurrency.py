@@ -87,33 +87,6 @@ def test_six_processes_open_a_brand_new_store_at_once(tmp_path: Path) -> None:
     assert runs_by_status(db) == {"FINISHED": 6}
 
 
-def test_single_runs_and_sweeps_share_a_brand_new_store(tmp_path: Path) -> None:
-    """Real CLI runs, started together: three single runs, a basic and a joblib sweep (whose
-    parallel jobs open the store too)."""
-    db = tmp_path / "mlflow.db"
-    fast = ["trainer.epochs=30", "plots.enabled=false"]
-    commands = [
-        *([*fast, f"hydra.run.dir={tmp_path / f'single{i}'}"] for i in range(3)),
-        ["-m", "optimizer.lr=0.01,0.02", *fast, f"hydra.sweep.dir={tmp_path / 'basic'}"],
-        ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=0.01,0.02",
-         *fast, f"hydra.sweep.dir={tmp_path / 'joblib'}"],
-    ]  # fmt: skip
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "linreg_exp", *args],
-            cwd=tmp_path,
-            env=cli_env(f"sqlite:///{db}"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for args in commands
-    ]
-    outputs = [process.communicate(timeout=300)[0] for process in processes]
-    assert [p.returncode for p in processes] == [0] * len(commands), "\n".join(outputs)
-    assert runs_by_status(db) == {"FINISHED": 3 + 2 * 3}  # a sweep: a parent and two children
-
-
 # One process: runs on the same data, each logging its dataset input at a time shared with the
 # other processes (MLflow's store looks a dataset up, then inserts it: they race on its key).
 SAME_DATA = (

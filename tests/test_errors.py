@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf.errors import OmegaConfBaseException
 from submitit.core.utils import UncompletedJobError
@@ -197,6 +198,7 @@ def in_process(monkeypatch: pytest.MonkeyPatch, tmp_path: os.PathLike[str]) -> I
     handlers, level = root.handlers[:], root.level
     yield
     GlobalHydra.instance().clear()
+    HydraConfig.instance().cfg = None  # set by a run that got as far as its job
     root.handlers[:], root.level = handlers, level
     os.environ.pop("HYDRA_FULL_ERROR", None)
     if full_error is not None:

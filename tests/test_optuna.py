@@ -225,18 +225,12 @@ def test_without_optuna_the_sweeper_names_its_extra(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("args", "launcher", "jobs"),
-    [
-        (["hparams_search=lr_optuna", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
-          "hydra/launcher=batched"], "BatchedLauncher", 4),
-        (["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=0.01,0.02"],
-         "JoblibLauncher", 2),
-    ],
-)  # fmt: skip
-def test_a_sweeps_recorded_command_runs_the_same_sweep_again(
-    tmp_path: Path, args: list[str], launcher: str, jobs: int
-) -> None:
+def test_a_sweeps_recorded_command_runs_the_same_sweep_again(tmp_path: Path) -> None:
+    """Once, end to end, with a sweeper's and a launcher's settings: what the recorded command
+    holds for a grid, a joblib sweep or a search is tests/test_launch.py's, in-process."""
+    args = ["hparams_search=lr_optuna", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
+            "hydra/launcher=batched"]  # fmt: skip
+    launcher, jobs = "BatchedLauncher", 4
     first, again = tmp_path / "first", tmp_path / "again"
     first.mkdir()
     again.mkdir()

@@ -205,11 +205,9 @@ def test_a_relative_path_from_a_subdirectory_and_its_rerun(tmp_path: Path, store
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["data.path=missing.csv"], "data.path="),
-        (["data.path=t.csv", "data.target=nope"], "data.target=nope is not a column"),
-        (["data.path=t.csv", "data.features=[a,city]"], "column 'city' of t.csv is not numeric"),
+        # one a place a table is checked (reading it; scaling it), before the run exists: what
+        # each bad table says is test_an_unusable_table_is_one_line_naming_the_key's, in-process
         (["data.path=holes.csv"], "has an empty or NaN cell, first at row 3"),
-        (["data.path=t.csv", "data.val_fraction=0.001"], "leaves an empty validation split"),
         (["data.path=flat.csv", "model.standardize=true"], "feature 'b' is constant"),
     ],
 )
@@ -267,16 +265,15 @@ def test_the_basic_and_batched_launchers_agree_on_a_three_feature_grid(tmp_path:
         assert run.outputs.model_outputs  # its model, as any run's
 
 
-@pytest.mark.parametrize("launcher", ["basic", "joblib", "batched"])
-def test_a_sweep_no_job_can_run_is_one_line_and_leaves_nothing(
-    tmp_path: Path, launcher: str
-) -> None:
-    """What every job shares is checked before the sweep's parent run or dir exists."""
+def test_a_sweep_no_job_can_run_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    """What every job shares is checked before the sweep's parent run or dir exists, by the
+    launch every launcher goes through: each case through another launcher."""
     write_table(tmp_path / "t.csv")
-    cases = [["data=csv", "data.path=missing.csv", "data.target=y"], ["data=csv"]]
+    cases = [("basic", ["data=csv", "data.path=missing.csv", "data.target=y"]),
+             ("joblib", ["data=csv"])]  # fmt: skip
     if not torch.cuda.is_available():
-        cases.append(["device=cuda"])
-    for case in cases:
+        cases.append(("batched", ["device=cuda"]))
+    for launcher, case in cases:
         args = ["-m", f"hydra/launcher={launcher}", *case, "optimizer.lr=0.01,0.02"]
         result = run_cli(args, tmp_path, f"sqlite:///{tmp_path}/m.db")
         errors = [line for line in result.stderr.splitlines() if line.strip()]
