@@ -73,6 +73,8 @@ BAD_INPUT = [
      "error: trainer.batch_size=1001 is not allowed: must be null (full batch) or an integer in "
      "[1, data.num_data=1000]"),
     (["+optimizer.foo=1"], "error: optimizer.foo=1 is not allowed: unknown key; allowed: "),
+    (["sweep.pruner=asap"],
+     "error: sweep.pruner=asap is not allowed: one of none, median, asha, hyperband"),
     # a sweep's values without -m: the user meant a sweep
     (["optimizer.lr=0.01,0.5"],
      "error: 'optimizer.lr=0.01,0.5' lists several values: add -m (--multirun) to sweep over "
@@ -90,17 +92,21 @@ def test_bad_input_is_one_line_naming_the_key_and_exit_2(
     assert "Traceback" not in lines[0]
 
 
-def test_a_missing_extra_says_which_to_install(capsys: pytest.CaptureFixture[str]) -> None:
-    """What Hydra raises for hydra/launcher=joblib where the [sweep] extra is not installed
-    (this venv has it: the error is built as Hydra builds it)."""
+@pytest.mark.parametrize(("group", "option"), list(app.EXTRAS), ids=lambda v: str(v))
+def test_a_missing_extra_says_which_to_install(
+    capsys: pytest.CaptureFixture[str], group: str, option: str
+) -> None:
+    """What Hydra raises for an option of a plugin whose extra is not installed (this venv has
+    them all: the error is built as Hydra builds it)."""
     missing = MissingConfigException(
-        "Could not find 'hydra/launcher/joblib'", missing_cfg_file="hydra/launcher/joblib",
-        options=["basic", "batched", "slurm"],
+        f"Could not find '{group}/{option}'", missing_cfg_file=f"{group}/{option}",
+        options=["basic", "batched"],
     )  # fmt: skip
     code, lines = reported(missing, capsys)
+    extra = app.EXTRAS[group, option]
     assert code == 2 and lines == [
-        "error: hydra/launcher=joblib is not an option; allowed: basic, batched, slurm; "
-        "hydra/launcher=joblib comes with an extra: pip install 'linreg_exp[sweep]'"
+        f"error: {group}={option} is not an option; allowed: basic, batched; "
+        f"{group}={option} comes with an extra: pip install 'linreg_exp[{extra}]'"
     ]
 
 

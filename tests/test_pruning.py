@@ -263,17 +263,3 @@ def test_an_optuna_search_with_the_median_pruner_reports_and_prunes(
     assert {n for n, r in runs.items() if r.data.tags["linreg.outcome"] == "pruned"} == pruned
     best = min((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
     assert parent_of(store).data.metrics["best_val_mse"] == best.value
-
-
-@pytest.mark.slow
-def test_an_unknown_pruner_is_one_line_and_no_parent_run(tmp_path: Path, store: str) -> None:
-    result = run_cli(["-m", "optimizer.lr=0.01,0.1", "sweep.pruner=asap", *FAST], tmp_path, store)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "error: sweep.pruner=asap is not allowed: one of none, median, asha, hyperband"
-    ]
-    if (tmp_path / "mlflow.db").exists():
-        experiment = MlflowClient(store).get_experiment_by_name("linreg")
-        assert experiment is None or not MlflowClient(store).search_runs(
-            [experiment.experiment_id], run_view_type=3)  # fmt: skip
-    assert not (tmp_path / "multirun").exists()

@@ -42,7 +42,7 @@ def run_count(db: Path) -> int:
 BAD_INPUT = [
     (["optimizer.lr=0"], "optimizer.lr=0"),  # the schema's range check, once Hydra composed
     (["mlflow.tracking_uri=foo://bar"], "mlflow.tracking_uri=foo://bar"),  # the store
-    (["-m", "optimizer.lr=0.1,0.2", "trainer.epochs=0"], "trainer.epochs=0"),
+    (["-m", "optimizer.lr=0.1,0.2", "sweep.pruner=asap"], "sweep.pruner=asap"),  # no parent
     (["-m", "loss=l1,l3"], "loss=l3"),
     (
         ["-m", "optimizer.lr=0.1,0.2", "mlflow.tracking_uri=sqlite:////proc/no/dir/m.db"],

@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
-from scipy.optimize import linprog
 
 from linreg_exp.data import Scaling, load
 from linreg_exp.errors import ConfigError
@@ -131,7 +130,7 @@ def final_model(uri: str) -> tuple[list[float], float, dict[str, float]]:
 
 
 @pytest.mark.slow
-def test_a_csv_trains_to_numpys_least_squares_and_lad_to_an_independent_lp(
+def test_a_csv_trains_to_numpys_least_squares_with_its_features_named(
     tmp_path: Path, store: str
 ) -> None:
     path = tmp_path / "t.csv"
@@ -153,23 +152,6 @@ def test_a_csv_trains_to_numpys_least_squares_and_lad_to_an_independent_lp(
     dataset = run.inputs.dataset_inputs[0].dataset
     assert dataset.digest == splits.digest and str(path) in dataset.source
 
-    # L1: the logged LAD yardstick is the LP's optimum, solved here another way (dense, IPM)
-    lad = tmp_path / "lad"
-    lad.mkdir()
-    l1_args = [*args[:3], "loss=l1", "trainer.epochs=5", "plots.enabled=false"]
-    assert run_cli(l1_args, lad, f"sqlite:///{lad / 'mlflow.db'}").returncode == 0
-    n = len(target)
-    lp = linprog(
-        np.r_[np.zeros(4), np.ones(n)],
-        A_ub=np.block([[design, -np.eye(n)], [-design, -np.eye(n)]]),
-        b_ub=np.r_[target, -target],
-        bounds=[(None, None)] * 4 + [(0, None)] * n,
-        method="highs-ipm",
-    )
-    logged = MlflowClient(f"sqlite:///{lad / 'mlflow.db'}").search_runs(["1"])[0].data.metrics
-    found = [*(logged[f"lad_weight.{name}"] for name in FEATURES), logged["lad_bias"]]
-    residual = np.abs(target - design @ np.array(found)).sum()
-    assert residual == pytest.approx(lp.fun, rel=1e-7)
     del frame
 
 
@@ -239,7 +221,7 @@ def test_the_basic_and_batched_launchers_agree_on_a_three_feature_grid(tmp_path:
     names, epochs and model as the basic launcher's jobs (the one end-to-end test of it)."""
     write_table(tmp_path / "t.csv")
     grid = ["-m", "data=csv", f"data.path={tmp_path / 't.csv'}", "data.target=y",
-            "optimizer.lr=0.005,0.02", "loss=l1,huber", "optimizer=sgd,adam", "trainer.epochs=60",
+            "optimizer.lr=0.02", "loss=l1,huber", "optimizer=sgd,adam", "trainer.epochs=60",
             "plots.enabled=false"]  # fmt: skip
     basic, batched = f"sqlite:///{tmp_path / 'basic.db'}", f"sqlite:///{tmp_path / 'batched.db'}"
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
@@ -249,9 +231,9 @@ def test_the_basic_and_batched_launchers_agree_on_a_three_feature_grid(tmp_path:
     assert second.returncode == 0, second.stderr
     assert "as one program" in second.stdout + second.stderr
     parent, ours = sweep_runs(batched)
-    assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_finished"] == 8
+    assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_finished"] == 4
     _, theirs = sweep_runs(basic)
-    assert len(ours) == len(theirs) == 8
+    assert len(ours) == len(theirs) == 4
     by_overrides = {c.data.tags["linreg.overrides"]: c for c in theirs}
     keys = [f"final_weight.{n}" for n in FEATURES] + ["final_bias", "final_loss", "val_mse"]
     keys += [f"ols_weight.{n}" for n in FEATURES]
