@@ -62,9 +62,11 @@ def run_cli(
 
 
 # Modules whose tests share what a module-scoped fixture starts (servers, a SLURM cluster, wheel
-# venvs): each is one pytest-xdist group, run by one worker, so that it starts once; both SLURM
-# modules are one group (one cluster at a time on this machine). Other tests go to any worker.
-SHARED_FIXTURES = ("test_slurm", "test_server", "test_packaging", "test_cli")
+# venvs, the docs' commands composed and run): each is one pytest-xdist group, run by one worker,
+# so that it starts once (a module-scoped fixture runs once a worker that runs any of its tests:
+# spread over 3 workers, the docs' fixtures ran 3 times); both SLURM modules are one group (one
+# cluster at a time on this machine). Other tests go to any worker.
+SHARED_FIXTURES = ("test_slurm", "test_server", "test_packaging", "test_cli", "test_docs")
 # The modules that take minutes, longest first: pytest-xdist hands out work in the order it was
 # collected, so these start first and the short tests fill in around them.
 LONG_MODULES = ("test_outages", "test_slurm", "test_sweeps", "test_server", "test_batched",
