@@ -69,9 +69,9 @@ def run_cli(
 SHARED_FIXTURES = ("test_slurm", "test_server", "test_packaging", "test_cli", "test_docs")
 # The modules that take minutes, longest first: pytest-xdist hands out work in the order it was
 # collected, so these start first and the short tests fill in around them.
-LONG_MODULES = ("test_outages", "test_slurm", "test_sweeps", "test_server", "test_batched",
-                "test_reliability", "test_packaging", "test_concurrency", "test_tables",
-                "test_docs")  # fmt: skip
+LONG_MODULES = ("test_slurm", "test_docs", "test_outages", "test_server", "test_packaging",
+                "test_sweeps", "test_optuna", "test_cli", "test_concurrency", "test_ui_browser",
+                "test_tables", "test_pruning", "test_batched", "test_reliability")  # fmt: skip
 
 
 def module_of(item: pytest.Item) -> str:
