@@ -10,6 +10,7 @@ that dropped epochs cannot look fast.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +52,12 @@ def lr_seed_grid(configs: int) -> list[str]:
     return [f"optimizer.lr={lrs}", f"seed=range(0,{side})", "plots.enabled=false"]
 
 
-def timed_sweep(root: Path, name: str, configs: int, *overrides: str) -> Sweep:
-    """One sweep in a directory of its own, on a store made there by a one-epoch warm-up run."""
+def timed_sweep(
+    root: Path, name: str, configs: int, *overrides: str,
+    grid: Callable[[int], list[str]] | None = None,
+) -> Sweep:  # fmt: skip
+    """One sweep in a directory of its own, on a store made there by a one-epoch warm-up run;
+    its configs `grid`'s (the lr x seed grid by default)."""
     where = root / name
     where.mkdir()
     db = where / "mlflow.db"
@@ -60,7 +65,8 @@ def timed_sweep(root: Path, name: str, configs: int, *overrides: str) -> Sweep:
     log = where / "child.log"
     run_child(cli("trainer.epochs=1", "plots.enabled=false", f"hydra.run.dir={where}/warmup"),
               where, env, log)  # fmt: skip
-    args = cli("-m", *overrides, *lr_seed_grid(configs), f"hydra.sweep.dir={where}/sweep")
+    args = cli("-m", *overrides, *(grid or lr_seed_grid)(configs),
+               f"hydra.sweep.dir={where}/sweep")  # fmt: skip
     child = run_child(args, where, env, log)
     points = store_count(db, "select count(*) from metrics where key = 'loss'") - 1
     return Sweep(child, configs, points)
