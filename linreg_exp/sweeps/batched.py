@@ -26,7 +26,7 @@ from hydra.types import HydraContext
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from linreg_exp.errors import Abort, LinregError
+from linreg_exp.errors import LinregError
 from linreg_exp.jobspec import Job
 from linreg_exp.schema import validate
 from linreg_exp.sweeps import naming
@@ -35,9 +35,6 @@ from linreg_exp.sweeps.hydra_internals import get_overrides_dirname
 from linreg_exp.sweeps.jobs import reproduce_command
 from linreg_exp.sweeps.launch import LaunchInfo
 from linreg_exp.sweeps.pruning import program_pruner
-from linreg_exp.sweeps.trackers import writers as trackers_for_batch
-from linreg_exp.tracking.messages import describe_error
-from linreg_exp.tracking.recorder import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +56,12 @@ def launch(
     `writers`: processes that record the runs, in parallel."""
     launch_ = LaunchCallback.launch_in(hydra_context)
     log.info("Launching %d jobs as one program (hydra/launcher=batched)", len(job_overrides))
-    trackers = trackers_for_batch(launch_, max(1, writers))  # they start while jobs compose
-    try:
-        jobs = compose(config, hydra_context, job_overrides, initial_job_idx, launch_.info)
-        entries = [(item.cfg, item.job) for item in jobs if isinstance(item, Composed)]
-        from linreg_exp.batch import run_batch  # torch
+    trackers = launch_.writers(max(1, writers))  # the first batch's start while jobs compose
+    jobs = compose(config, hydra_context, job_overrides, initial_job_idx, launch_.info)
+    entries = [(item.cfg, item.job) for item in jobs if isinstance(item, Composed)]
+    from linreg_exp.batch import run_batch  # torch
 
-        results = iter(run_batch(entries, trackers, program_pruner))
-    finally:
-        errors = _close_writers(trackers[1:])
-    if errors:  # a job's outcome could not be logged: the sweep fails, as with one writer
-        raise Abort(RuntimeError("; ".join(errors)))
+    results = iter(run_batch(entries, trackers, program_pruner))
     returns = []
     for overrides, item in zip(job_overrides, jobs, strict=True):
         outcome: Any = next(results) if isinstance(item, Composed) else item
@@ -81,20 +73,6 @@ def launch(
             ret.status, ret.return_value = JobStatus.COMPLETED, outcome.objective
         returns.append(ret)
     return returns
-
-
-def _close_writers(writers: Sequence[Tracker]) -> list[str]:
-    """Close every writer (each waits until its runs are stored); what any could not log."""
-    errors = []
-    for writer in writers:
-        try:
-            closed = writer.close()
-        except Exception as error:
-            errors.append(describe_error(error))
-            continue
-        if closed.error is not None:
-            errors.append(closed.error)
-    return errors
 
 
 def compose(

@@ -23,12 +23,12 @@ from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
 from linreg_exp import signals, startup, tracking
-from linreg_exp.errors import ConfigError
+from linreg_exp.errors import Abort, ConfigError
 from linreg_exp.schema import CONFIG_DIR, TableConfig, validate
 from linreg_exp.sweeps import naming
 from linreg_exp.sweeps.hydra_internals import BASIC_LAUNCHER
 from linreg_exp.sweeps.pruning import prepare_study
-from linreg_exp.tracking.messages import Closed, Open, Parent
+from linreg_exp.tracking.messages import Closed, Open, Parent, describe_error
 from linreg_exp.tracking.recorder import Tracker
 from linreg_exp.tracking.spool import is_offline
 from linreg_exp.tracking.uris import mask_override, resolve_tracking_uri, run_url
@@ -132,6 +132,7 @@ class Launch:
         self.fresh_run_dir = fresh_run_dir  # a single run's output dir did not exist before
         self.fresh_sweep_dir = fresh_sweep_dir  # a sweep dir this launch made
         self.stopped_by: int | None = None  # a stop signal this process received
+        self.extra_writers: list[Tracker] = []  # helper processes recording runs in parallel
         self._announced = False
         signals.install(on_stop=self._note_stop)
         atexit.register(self._close_at_exit)
@@ -233,11 +234,30 @@ class Launch:
         log.info("MLflow parent run %s%s: %s", parent_run_id, resumed if opened.resumed else "",
                  url)  # fmt: skip
 
+    def writers(self, count: int) -> list[Tracker]:
+        """`count` trackers to record the runs of jobs run in this process (the batched
+        launcher's), so that they are written to the store in parallel (the store's work is a
+        batch's floor): this launch's own and `count - 1` helper processes on the sweep's parent.
+        They are started at the first batch and kept for the sweep, so that a sweeper launching
+        batch after batch (Optuna's) pays for their start once, and a batch's runs are stored
+        while the next one trains; `close` ends them before the parent is summarised."""
+        info, spool = self.info, self.tracker.open_request.spool_dir
+        while len(self.extra_writers) < count - 1:
+            number = len(self.extra_writers) + 1
+            self.extra_writers.append(tracking.in_helper(Open(
+                info.tracking_uri, info.experiment_name, parent_run_id=info.parent_run_id,
+                spool_dir=f"{spool}/.writers/{number}" if spool else None,
+                outage_timeout=info.outage_timeout,
+            )))  # fmt: skip
+        return [self.tracker, *self.extra_writers[: max(0, count - 1)]]
+
     def close(self, status: str | None = None) -> Closed:
-        """End what is open (a sweep's parent: `status`, None for its jobs' outcomes)."""
+        """End what is open (a sweep's parent: `status`, None for its jobs' outcomes). A run
+        that a writer could not record fails the sweep (Abort), once its parent has ended."""
         atexit.unregister(self._close_at_exit)
+        lost = self._close_writers()
         try:
-            closed = self.tracker.close(status)
+            closed = self.tracker.close(status or (FAILED if lost else None))
         finally:
             if self.lock is not None:
                 self.lock.release()
@@ -245,12 +265,30 @@ class Launch:
             shutil.rmtree(self.fresh_sweep_dir, ignore_errors=True)  # rejected: nothing to keep
         if closed.summary is not None:
             log.info("%s", closed.summary)
+        if lost:
+            raise Abort(RuntimeError("; ".join(lost)))
         return closed
+
+    def _close_writers(self) -> list[str]:
+        """Close the extra writers (each waits until its runs are stored); what any could not
+        record."""
+        errors = []
+        writers, self.extra_writers = self.extra_writers, []
+        for writer in writers:
+            try:
+                closed = writer.close()
+            except Exception as error:
+                errors.append(describe_error(error))
+                continue
+            if closed.error is not None:
+                errors.append(closed.error)
+        return errors
 
     def _note_stop(self, signum: int) -> None:
         """A stop signal: a store that does not answer is waited for no more (spooled)."""
         self.stopped_by = self.stopped_by or signum
-        self.tracker.stop_waiting()
+        for tracker in (self.tracker, *self.extra_writers):
+            tracker.stop_waiting()
 
     def _close_at_exit(self) -> None:
         try:
