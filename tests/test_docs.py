@@ -182,6 +182,8 @@ def compose_main() -> None:
     results = []
     for command in commands:
         with tempfile.TemporaryDirectory() as cwd:
+            # from a checkout, as the docs say: their relative data paths name examples/
+            (Path(cwd) / "examples").symlink_to(REPO / "examples")
             for name, content in command["files"]:
                 path = Path(cwd) / name
                 path.parent.mkdir(parents=True, exist_ok=True)

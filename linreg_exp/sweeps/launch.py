@@ -110,6 +110,8 @@ def check_shared(config: DictConfig, swept: Mapping[str, str]) -> None:
     if "path" in data and not any(key.startswith("data") for key in swept):
         from linreg_exp import data as datasets
 
+        if OmegaConf.get_type(data) is not TableConfig:  # `--cfg`'s printed config: plain
+            data = OmegaConf.merge(OmegaConf.structured(TableConfig), data)
         typed = OmegaConf.to_object(data)
         assert isinstance(typed, TableConfig)
         splits = datasets.load(typed, config.seed, Path.cwd(), "check")
