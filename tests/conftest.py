@@ -92,6 +92,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group(module_of(item)))
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """On an xdist worker with --dist loadgroup: every test of SHARED_FIXTURES carries its
+    group, or the group's fixtures start once a worker. pytest 9.2 keeps a node's id where
+    pytest-xdist 3.8 no longer renames it (`test@group`), and then every group is split
+    silently: that cost this suite a SLURM cluster, a wheel and the docs' runs per worker."""
+    config = session.config
+    if not hasattr(config, "workerinput") or not config.getvalue("loadgroup"):
+        return
+    ungrouped = [i.nodeid for i in session.items if module_of(i) in SHARED_FIXTURES
+                 and not i.nodeid.endswith(f"@{module_of(i)}")]  # fmt: skip
+    if ungrouped:
+        raise pytest.UsageError(
+            f"pytest-xdist did not group {ungrouped[0]} (and {len(ungrouped) - 1} more): "
+            "install the pytest that constraints.txt pins"
+        )
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[SlurmCluster]:
     """A throw-away single-node SLURM cluster with accounting (tests/slurm.py), per module."""

@@ -39,7 +39,7 @@ import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -352,9 +352,21 @@ def _swept(
     return values
 
 
+# What the module's fixtures made, kept for the worker's whole life: pytest-xdist tears a module's
+# fixtures down whenever a worker's queue of tests runs dry, even within one xdist_group, and the
+# last fresh-clone run composed the docs three times and ran the README twice on one worker.
+_MADE: dict[str, Any] = {}
+
+
 @pytest.fixture(scope="module")
 def composed() -> dict[DocCommand, dict[str, Any]]:
-    """Every command of the docs, composed in one subprocess (the project's own venv)."""
+    """Every command of the docs, composed in one subprocess (the project's own venv), once."""
+    if "composed" not in _MADE:
+        _MADE["composed"] = compose_all()
+    return cast(dict[DocCommand, dict[str, Any]], _MADE["composed"])
+
+
+def compose_all() -> dict[DocCommand, dict[str, Any]]:
     payload = [{"argv": list(c.argv), "files": list(c.files)} for c in COMMANDS]
     done = subprocess.run(
         [sys.executable, "-c", "from tests.test_docs import compose_main; compose_main()"],
@@ -422,6 +434,15 @@ QUICK = [c for c in COMMANDS if is_quick_candidate(c)]
 
 @pytest.fixture(scope="module")
 def ran(
+    composed: dict[DocCommand, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
+) -> dict[DocCommand, tuple[subprocess.CompletedProcess[str], str] | str]:
+    """The README's quick commands, run for real, once (see _MADE)."""
+    if "ran" not in _MADE:
+        _MADE["ran"] = run_quick(composed, tmp_path_factory)
+    return cast(dict[DocCommand, tuple[subprocess.CompletedProcess[str], str] | str], _MADE["ran"])
+
+
+def run_quick(
     composed: dict[DocCommand, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[DocCommand, tuple[subprocess.CompletedProcess[str], str] | str]:
     """The README's quick commands, run for real, two at a time (the machine has 2 cores; each
