@@ -209,22 +209,6 @@ def test_parallel_sweep_through_postgres_tracking_server(pg: Postgres, tmp_path:
         _assert_full_history(client, child, 100)
     assert_nothing_running(pg.cluster.uri(SERVER_DB))
 
-    # submitit's separate processes, into a second experiment on the same server
-    submitit_dir = tmp_path / "submitit"
-    submitit_dir.mkdir()
-    proc = run_cli(
-        ["-m", "hydra/launcher=submitit_local", "optimizer.lr=0.01,0.1", "plots.enabled=false",
-         "trainer.epochs=100", "mlflow.experiment_name=linreg_submitit"],
-        submitit_dir,
-        tracking_uri=url,
-        timeout=400,
-    )  # fmt: skip
-    assert proc.returncode == 0, _output(proc)
-    runs = _runs(client, "linreg_submitit")
-    assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
-    for child in (r for r in runs if "mlflow.parentRunId" in r.data.tags):
-        _assert_full_history(client, child, 100)
-
 
 def test_a_runs_model_is_served_by_mlflow_models_serve(tmp_path: Path) -> None:
     """`mlflow models serve -m runs:/<id>/model --env-manager local` answers /invocations."""
