@@ -295,5 +295,5 @@ class Launch:
     def _close_at_exit(self) -> None:
         try:
             self.close(KILLED if self.stopped_by else FAILED)
-        except Exception as error:  # the process is ending: say so, and let it end
+        except (Exception, Abort) as error:  # the process is ending: say so, and let it end
             log.error("could not close the launch: %s", error)
