@@ -27,7 +27,7 @@ from benchmarks.harness import RESULTS, Context, Row, load, progress, report
 # question -> (its results.md sections, what it asks); run in this order, which shares the
 # machine's state as the one-file bench did (the training loops first, the sweeps last).
 QUESTIONS: dict[str, tuple[tuple[int, ...], str]] = {
-    "loop": ((2,), "train.fit's epoch vs the eager tutorial loop and an analytic floor"),
+    "loop": ((2,), "the trainer's epoch vs the eager tutorial loop and an analytic floor"),
     "minibatch": ((5,), "a mini-batch epoch vs DataLoader(TensorDataset, shuffle=True)"),
     "logging": ((3,), "the logging floor: the Session vs MlflowClient.log_batch; store rates"),
     "startup": ((1,), "a whole default run vs the bare tutorial script"),

@@ -5,9 +5,9 @@ rows) from their start to their end: it opens them (params, tags, config, datase
 sweep's FINISHED ones are kept, not run again), streams every epoch of the ones still training,
 decides when each is done (its epochs, or diverged), and ends each as soon as it is: held-out
 scores, the yardsticks, its model and pictures, its outcome. A stop (SIGINT, SIGTERM, a scheduler's
-signal) or an error ends every run still training, each with the epochs it had. The engines only
-train: job.py (train.fit, any loss or optimizer) and batch.py (train_batched, N at once) hand each
-epoch's rows to `epoch` and read `active`.
+signal) or an error ends every run still training, each with the epochs it had. The engine only
+trains (engine.py: train.Trainer, a job's one config or a batched sweep's N): it hands each
+epoch's rows to `epoch` and reads `active`.
 
     life = Lifecycle([(cfg, job, splits), ...], trackers, device, step="autograd")
     if life.start():                      # the runs that train (the others: kept, or none)
@@ -135,6 +135,11 @@ class Lifecycle:
     @property
     def tracker(self) -> Tracker:
         return self.trackers[0]
+
+    @property
+    def all_training(self) -> bool:
+        """Whether every row that started still trains (no mask needed)."""
+        return len(self._moving) == len(self.live)
 
     def start(self) -> list[_Run]:
         """Open every config's run (in turn on each tracker, so that all write at once); the

@@ -228,6 +228,12 @@ def validate(cfg: DictConfig) -> None:
     for key in ("momentum", "dampening", "weight_decay", "eps"):
         if key in optim:
             _require(optim[key] >= 0, f"optimizer.{key}", optim[key], "must be >= 0")
+    if optim.get("nesterov"):  # as torch.optim.SGD, which the trainer's own update follows
+        _require(optim.momentum > 0 and optim.dampening == 0, "optimizer.nesterov", True,
+                 "needs optimizer.momentum > 0 and optimizer.dampening=0")  # fmt: skip
+    if "betas" in optim:
+        ok = len(optim.betas) == 2 and all(0 <= beta < 1 for beta in optim.betas)
+        _require(ok, "optimizer.betas", list(optim.betas), "two numbers in [0, 1)")
     if "delta" in cfg.loss:
         _require(cfg.loss.delta > 0, "loss.delta", cfg.loss.delta, "must be > 0")
     _require(cfg.device.name in DEVICES, "device", cfg.device.name, f"one of {', '.join(DEVICES)}")

@@ -1,5 +1,5 @@
-"""Batched sweeps: a grid trained as one program gives each config exactly what train.fit and
-the basic launcher give it, and each config is still its own run."""
+"""Batched sweeps: a grid trained as one program gives each config exactly what nn.Linear and
+torch.optim give it alone, and each config is still its own run."""
 
 from __future__ import annotations
 
@@ -18,8 +18,7 @@ from torch import nn
 
 from linreg_exp.data import Dataset, make_dataset
 from linreg_exp.schema import DataConfig
-from linreg_exp.train import fit
-from linreg_exp.train_batched import Batch, Member
+from linreg_exp.train import Member, OwnStep, Trainer, fit
 from tests.conftest import run_cli
 from tests.support.store import points, sweep_runs
 
@@ -28,7 +27,8 @@ LOSSES = {"torch.nn.L1Loss": nn.L1Loss, "torch.nn.MSELoss": nn.MSELoss,
 
 
 def fit_one(member: Member, data: Dataset, epochs: int, batch_size: int | None) -> dict[str, float]:
-    """What train.fit gives this config: its last epoch."""
+    """What torch.optim and the torch.nn loss give this config alone (the trainer's OwnStep,
+    the path of a loss or optimizer of the user's own): its last epoch."""
     loss = LOSSES[member.loss](**({"delta": member.delta} if "Huber" in member.loss else {}))
     if member.optimizer == "torch.optim.SGD":
         optimizer = functools.partial(
@@ -40,7 +40,7 @@ def fit_one(member: Member, data: Dataset, epochs: int, batch_size: int | None) 
             torch.optim.Adam, lr=member.lr, betas=member.betas, eps=member.eps,
             weight_decay=member.weight_decay, amsgrad=member.amsgrad,
         )  # fmt: skip
-    *_, last = fit(data, loss, optimizer, epochs, batch_size, member.seed)
+    *_, last = fit(data, member, epochs, batch_size, own=OwnStep(loss, optimizer))
     return last
 
 
@@ -62,13 +62,13 @@ DATASETS = [make_dataset(data, member.seed) for data, member in CASES]
 
 
 @pytest.mark.parametrize(("batch_size", "epochs"), [(None, 150), (64, 4)])
-def test_one_program_gives_every_config_what_train_fit_gives_it(
+def test_one_program_gives_every_config_what_torch_optim_gives_it_alone(
     batch_size: int | None, epochs: int
 ) -> None:
-    batch = Batch(MEMBERS, DATASETS, batch_size, torch.device("cpu"))
+    trainer = Trainer(MEMBERS, DATASETS, batch_size, torch.device("cpu"))
     active = torch.ones(len(MEMBERS), dtype=torch.bool)
     for _ in range(epochs):
-        last = batch.step(active)
+        last = trainer.step(active)
     for index, member in enumerate(MEMBERS):
         expected = fit_one(member, DATASETS[index], epochs, batch_size)
         got = {name: float(values[index]) for name, values in last.items()}
@@ -76,13 +76,13 @@ def test_one_program_gives_every_config_what_train_fit_gives_it(
 
 
 @pytest.mark.parametrize("batch_size", [None, 50])
-def test_three_features_train_as_train_fit_trains_them(batch_size: int | None) -> None:
+def test_three_features_train_as_torch_optim_trains_them(batch_size: int | None) -> None:
     data = DataConfig(num_data=200, num_features=3, true_weight=[1.0, -2.0, 0.5])
     members = [Member(seed, "torch.nn.MSELoss", "torch.optim.SGD", 0.002) for seed in (0, 1)]
     sets = [make_dataset(data, member.seed) for member in members]
-    batch = Batch(members, sets, batch_size, torch.device("cpu"))
+    trainer = Trainer(members, sets, batch_size, torch.device("cpu"))
     for _ in range(30):
-        last = batch.step(torch.ones(2, dtype=torch.bool))
+        last = trainer.step(torch.ones(2, dtype=torch.bool))
     for index, member in enumerate(members):
         expected = fit_one(member, sets[index], 30, batch_size)
         weights = last["weight"][index].tolist()
@@ -93,11 +93,11 @@ def test_three_features_train_as_train_fit_trains_them(batch_size: int | None) -
 
 
 def test_a_config_that_is_done_stops_moving() -> None:
-    batch = Batch(MEMBERS[:2], DATASETS[:2], None, torch.device("cpu"))
-    batch.step(torch.tensor([True, True]))
-    before = float(batch.weight[0])
-    batch.step(torch.tensor([False, True]))
-    assert float(batch.weight[0]) == before and batch.epochs_done == 2
+    trainer = Trainer(MEMBERS[:2], DATASETS[:2], None, torch.device("cpu"))
+    trainer.step(torch.tensor([True, True]))
+    before = float(trainer.weight[0])
+    trainer.step(torch.tensor([False, True]))
+    assert float(trainer.weight[0]) == before and trainer.epochs_done == 2
 
 
 @pytest.mark.slow
@@ -136,7 +136,10 @@ def test_configs_of_other_shapes_train_apart(tmp_path: Path) -> None:
     assert parent.info.status == "FINISHED"
     assert len(children) == 8 and all(c.info.status == "FINISHED" for c in children)
     steps = {c.data.tags["linreg.train_step"] for c in children}
-    assert steps == {"batched", "autograd"}  # SmoothL1Loss: one by one, as job.run trains it
+    assert steps == {
+        "batched",
+        "autograd",
+    }  # SmoothL1Loss: a program of its own, with its loss and torch.optim
     # (a resumed sweep keeps its FINISHED rows: tests/test_lifecycle.py, in-process, and
     # tests/test_sweeps.py, end to end)
 

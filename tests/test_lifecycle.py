@@ -371,7 +371,7 @@ def test_one_row_diverging_ends_only_that_row_and_the_others_go_on(
             rows = rows_of(epoch, 3)
             if epoch == 2:
                 rows[1] = (math.inf, 1e30, 1e30)
-            elif epoch > 2:  # as batch.py hands a row that is gone: NaN, never read
+            elif epoch > 2:  # as engine.py hands a row that is gone: NaN, never read
                 rows[1] = (math.nan, math.nan, math.nan)
             going.append(life.epoch(epoch, rows))
             if epoch == 2:

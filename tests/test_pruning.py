@@ -31,7 +31,7 @@ from linreg_exp.tracking.messages import (
     Request,
 )
 from linreg_exp.tracking.recorder import Tracker
-from linreg_exp.train_batched import Batch, Member
+from linreg_exp.train import Member, Trainer
 from linreg_exp.vocab import Outcome
 from tests.conftest import run_cli
 from tests.support.store import sweep_runs
@@ -93,8 +93,8 @@ def test_survivors_gathered_into_smaller_tensors_train_on_bit_for_bit() -> None:
     ]  # fmt: skip
     data = [make_dataset(DataConfig(num_data=200), m.seed) for m in members]
     for batch_size in (None, 64):
-        whole = Batch(members, data, batch_size, torch.device("cpu"))
-        gathered = Batch(members, data, batch_size, torch.device("cpu"))
+        whole = Trainer(members, data, batch_size, torch.device("cpu"))
+        gathered = Trainer(members, data, batch_size, torch.device("cpu"))
         everyone = torch.ones(len(members), dtype=torch.bool)
         for _ in range(5):
             whole.step(everyone)

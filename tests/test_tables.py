@@ -217,7 +217,7 @@ def test_bad_tables_exit_2_with_one_line_and_leave_nothing(
 
 @pytest.mark.slow
 def test_the_basic_and_batched_launchers_agree_on_a_three_feature_grid(tmp_path: Path) -> None:
-    """Config by config, every loss and optimizer train_batched vectorises: the same numbers,
+    """Config by config, every loss and optimizer the trainer vectorises: the same numbers,
     names, epochs and model as the basic launcher's jobs (the one end-to-end test of it)."""
     write_table(tmp_path / "t.csv")
     grid = ["-m", "data=csv", f"data.path={tmp_path / 't.csv'}", "data.target=y",

@@ -14,21 +14,32 @@ from linreg_exp.data import make_dataset
 from linreg_exp.errors import ConfigError
 from linreg_exp.history import History
 from linreg_exp.schema import DataConfig
-from linreg_exp.train import FUSED_MIN_POINTS, fit, resolve_device, step_kind
+from linreg_exp.train import (
+    FUSED_MIN_POINTS,
+    Member,
+    OwnStep,
+    fit,
+    load_optimizer,
+    resolve_device,
+    step_kind,
+)
 
 SGD = functools.partial(torch.optim.SGD, lr=0.01)
+LOSSES = {"l1": "torch.nn.L1Loss", "mse": "torch.nn.MSELoss", "huber": "torch.nn.HuberLoss"}
 
 
 def train(
-    loss: nn.Module,
+    loss: str,
     epochs: int = 500,
     batch_size: int | None = None,
-    optimizer=SGD,
+    lr: float = 0.01,
     data_cfg: DataConfig | None = None,
 ) -> History:
+    """A job's training: one config, the trainer's own (vectorised) SGD step."""
     data = make_dataset(data_cfg or DataConfig(), seed=0)
-    history = History(step=step_kind(loss, data.x.shape[0], batch_size))
-    for epoch in fit(data, loss, optimizer, epochs, batch_size, seed=0):
+    member = Member(0, LOSSES[loss], "torch.optim.SGD", lr)
+    history = History(step=step_kind([member], data.rows, data.x.shape[1], batch_size))
+    for epoch in fit(data, member, epochs, batch_size):
         history.append(epoch)
     return history
 
@@ -46,14 +57,14 @@ def test_matches_the_hand_written_tutorial_loop() -> None:
         optimizer.step()
         losses.append(loss.item())
         weights.append(model.weight.item())
-    history = train(nn.L1Loss())
+    history = train("l1")
     assert history.series("loss") == losses
     assert history.series("weight") == weights
     assert history.epochs_done == 500
 
 
 def test_l1_reproduces_the_tutorial() -> None:
-    history = train(nn.L1Loss())
+    history = train("l1")
     assert history.series("weight")[-1] == pytest.approx(2.0, abs=0.03)
     # the tutorial's L1 run has not converged at 500 epochs: bias still climbing towards 3
     assert history.series("bias")[250] < history.series("bias")[-1] < 3.0
@@ -61,7 +72,7 @@ def test_l1_reproduces_the_tutorial() -> None:
 
 
 def test_mse_reaches_the_least_squares_optimum() -> None:
-    history = train(nn.MSELoss())
+    history = train("mse")
     data = make_dataset(DataConfig(), seed=0)
     ols = least_squares(data.x, data.y)
     assert history.series("weight")[-1] == pytest.approx(ols.weight, abs=1e-3)
@@ -69,41 +80,41 @@ def test_mse_reaches_the_least_squares_optimum() -> None:
 
 
 def test_a_large_step_blows_up_to_a_non_finite_loss() -> None:
-    history = train(nn.MSELoss(), optimizer=functools.partial(torch.optim.SGD, lr=0.5))
+    history = train("mse", lr=0.5)
     assert not math.isfinite(history.final["loss"])
     assert math.isfinite(history.series("loss")[0])
 
 
-def diverging(loss: nn.Module, lr: float, factor: float = 1e4) -> History:
+def diverging(loss: str, lr: float, factor: float = 1e4) -> History:
     data = make_dataset(DataConfig(), seed=0)
     history = History()
-    for epoch in fit(data, loss, functools.partial(torch.optim.SGD, lr=lr), 500, None, seed=0):
+    for epoch in fit(data, Member(0, LOSSES[loss], "torch.optim.SGD", lr), 500):
         if history.diverges(epoch["loss"], factor):
             break
         history.append(epoch)
     return history
 
 
-def diverged_at(loss: nn.Module, lr: float) -> int | None:
+def diverged_at(loss: str, lr: float) -> int | None:
     return diverging(loss, lr).diverged_at_epoch
 
 
 def test_a_blow_up_is_caught_long_before_it_overflows() -> None:
     """MSE at lr 0.03 ends at loss 5e25 without ever overflowing: the bound catches it."""
-    history = diverging(nn.MSELoss(), 0.03)
+    history = diverging("mse", 0.03)
     assert history.diverged_at_epoch == 86 and "exceeds 10000 x" in str(history.divergence)
-    overflow = diverging(nn.MSELoss(), 1e20)  # float32 overflows at once
+    overflow = diverging("mse", 1e20)  # float32 overflows at once
     assert overflow.diverged_at_epoch == 1 and "non-finite" in str(overflow.divergence)
 
 
 @pytest.mark.parametrize("lr", [1.0, 10.0, 100.0])
 def test_l1_oscillating_at_a_large_learning_rate_is_not_divergence(lr: float) -> None:
-    assert diverged_at(nn.L1Loss(), lr) is None
+    assert diverged_at("l1", lr) is None
 
 
 def test_mini_batch_is_deterministic_and_learns() -> None:
-    first = train(nn.MSELoss(), epochs=30, batch_size=64)
-    second = train(nn.MSELoss(), epochs=30, batch_size=64)
+    first = train("mse", epochs=30, batch_size=64)
+    second = train("mse", epochs=30, batch_size=64)
     assert first.series("loss") == second.series("loss")
     assert first.series("weight")[-1] == pytest.approx(2.0, abs=0.05)
     assert (
@@ -121,9 +132,17 @@ def test_epochs_come_out_as_they_are_done() -> None:
             calls += 1
             return super().forward(a, b)
 
-    epochs = fit(data, Counting(), SGD, 10, None, 0)
+    own = OwnStep(Counting(), SGD)  # a loss of the user's own: autograd and torch.optim step it
+    epochs = fit(data, Member(0, "tests.Counting", "torch.optim.SGD", 0.01), 10, own=own)
     next(epochs), next(epochs), next(epochs)
     assert calls == 3
+
+
+def test_an_optimizer_of_your_own_that_cannot_be_built_is_one_line_before_the_run() -> None:
+    rmsprop = functools.partial(torch.optim.RMSprop, lr=0.01, dampening=0.0)  # SGD's keys
+    with pytest.raises(ConfigError, match=r"^optimizer\._target_=torch\.optim\.RMSprop cannot be "
+                       r"built from the optimizer's keys: .*dampening"):  # fmt: skip
+        load_optimizer(rmsprop, "torch.optim.RMSprop")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -136,7 +155,7 @@ def test_cuda_without_cuda_is_a_clear_error() -> None:
 @pytest.mark.parametrize("loss", [nn.L1Loss(), nn.MSELoss()])
 def test_fused_step_follows_autograd(loss: nn.Module) -> None:
     data_cfg = DataConfig(num_data=FUSED_MIN_POINTS)
-    fused = train(loss, epochs=40, data_cfg=data_cfg)
+    fused = train("l1" if isinstance(loss, nn.L1Loss) else "mse", epochs=40, data_cfg=data_cfg)
     assert fused.step == "fused"
     data = make_dataset(data_cfg, seed=0)
     torch.manual_seed(0)
@@ -156,7 +175,10 @@ def test_fused_step_follows_autograd(loss: nn.Module) -> None:
 
 def test_autograd_where_fusing_does_not_pay_or_apply() -> None:
     big = DataConfig(num_data=FUSED_MIN_POINTS)
-    assert train(nn.L1Loss(), epochs=2).step == "autograd"  # small: the tutorial, bit for bit
-    assert train(nn.HuberLoss(), epochs=2, data_cfg=big).step == "autograd"
-    assert train(nn.MSELoss(), epochs=2, batch_size=1024, data_cfg=big).step == "autograd"
-    assert train(nn.MSELoss(reduction="sum"), epochs=2, data_cfg=big).step == "autograd"
+    assert train("l1", epochs=2).step == "autograd"  # small: the tutorial, bit for bit
+    assert train("huber", epochs=2, data_cfg=big).step == "autograd"
+    assert train("mse", epochs=2, batch_size=1024, data_cfg=big).step == "autograd"
+    mse = Member(0, LOSSES["mse"], "torch.optim.SGD", 0.01)
+    own = OwnStep(nn.MSELoss(reduction="sum"), SGD)  # a loss of the user's own is not fused
+    assert step_kind([mse], FUSED_MIN_POINTS, 1, None, own) == "autograd"
+    assert step_kind([mse, mse], FUSED_MIN_POINTS, 1, None) == "batched"

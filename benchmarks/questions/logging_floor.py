@@ -11,7 +11,6 @@ batching; MlflowClient.log_batch back to back as long gives its floor.
 
 from __future__ import annotations
 
-import functools
 import io
 import time
 from collections.abc import Callable
@@ -19,14 +18,11 @@ from contextlib import redirect_stdout
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import torch
-from torch import nn
-
 from benchmarks.harness import Context, Row, Target, progress, rotated, seconds_of
 from benchmarks.questions.loop import LR
 from linreg_exp.data import make_dataset
 from linreg_exp.schema import DataConfig
-from linreg_exp.train import fit, set_cpu_threads
+from linreg_exp.train import Member, fit, set_cpu_threads
 from linreg_exp.vocab import Outcome
 from tests.support.servers import mlflow_server
 
@@ -51,10 +47,10 @@ def epoch_rows(epochs: int) -> list[Row3]:
     """A default run's epochs as a tracker sends them: (step, ms timestamp, (loss, w, b))."""
     data = make_dataset(DataConfig(), seed=0)
     set_cpu_threads(1_000)
-    sgd = functools.partial(torch.optim.SGD, lr=LR)
+    member = Member(0, "torch.nn.L1Loss", "torch.optim.SGD", LR)
     return [
         (step, time.time_ns() // 1_000_000, tuple(metrics.values()))
-        for step, metrics in enumerate(fit(data, nn.L1Loss(), sgd, epochs, None, 0))
+        for step, metrics in enumerate(fit(data, member, epochs))
     ]
 
 

@@ -1,4 +1,4 @@
-"""§2 the training loop: train.fit's epochs against the tutorial's loop written by hand, and
+"""§2 the training loop: the trainer's epochs against the tutorial's loop written by hand, and
 against an analytic-gradient floor (no autograd, no module, no optimizer), in this process.
 
 The three variants run interleaved on the same tensors with the same threads, at several data
@@ -19,7 +19,7 @@ from benchmarks.harness import Context, Row, Target, progress, rotated, seconds_
 from linreg_exp.data import Dataset, make_dataset
 from linreg_exp.history import History
 from linreg_exp.schema import DataConfig
-from linreg_exp.train import fit, set_cpu_threads, step_kind
+from linreg_exp.train import Member, fit, set_cpu_threads, step_kind
 
 LR = 0.01
 
@@ -64,11 +64,10 @@ def analytic_floor(x: torch.Tensor, y: torch.Tensor, epochs: int) -> None:
 def project_fit(
     x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int | None = None
 ) -> History:
-    """train.fit's epochs into a History, as a job keeps them (streaming them aside)."""
-    sgd = functools.partial(torch.optim.SGD, lr=LR)
-    loss_fn = nn.L1Loss()
-    history = History(step=step_kind(loss_fn, x.shape[0], batch_size))
-    for metrics in fit(Dataset(x, y), loss_fn, sgd, epochs, batch_size, 0):
+    """The trainer's epochs (a job's one config) into a History, as a job keeps them."""
+    member = Member(0, "torch.nn.L1Loss", "torch.optim.SGD", LR)
+    history = History(step=step_kind([member], x.shape[0], x.shape[1], batch_size))
+    for metrics in fit(Dataset(x, y), member, epochs, batch_size):
         history.append(metrics)
     return history
 
@@ -81,7 +80,7 @@ def run(ctx: Context) -> list[Row]:
         data = make_dataset(DataConfig(num_data=num_data), seed=0)
         x, y = data.x, data.y
         set_cpu_threads(num_data)  # as run_experiment does, for every variant
-        step = project_fit(x, y, 2).step  # warm-up (torch._dynamo)
+        step = project_fit(x, y, 2).step  # warm-up
         eager_loop(x, y, 2)
         analytic_floor(x, y, 2)
         times: dict[str, list[float]] = {"fit": [], "eager": [], "floor": []}

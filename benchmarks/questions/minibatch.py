@@ -1,4 +1,4 @@
-"""§5 mini-batch epochs: train.fit with a batch size against the textbook loop over
+"""§5 mini-batch epochs: the trainer with a batch size against the textbook loop over
 DataLoader(TensorDataset, shuffle=True), the same SGD steps, interleaved in this process."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The batched launcher's work (hydra_plugins/linreg_exp_batched is where Hydra finds it): a
-sweep's jobs composed, checked and trained as one program (batch.py), in the launching process.
+sweep's jobs composed, checked and trained as one program (engine.py), in the launching process.
 
 Composing is Hydra's: each distinct choice of config groups (`loss=mse optimizer=adam`) is
 composed once, by Hydra's config loader, as any launcher composes a job; each job's other
@@ -59,9 +59,9 @@ def launch(
     trackers = launch_.writers(max(1, writers))  # the first batch's start while jobs compose
     jobs = compose(config, hydra_context, job_overrides, initial_job_idx, launch_.info)
     entries = [(item.cfg, item.job) for item in jobs if isinstance(item, Composed)]
-    from linreg_exp.batch import run_batch  # torch
+    from linreg_exp.engine import run_programs  # torch
 
-    results = iter(run_batch(entries, trackers, program_pruner))
+    results = iter(run_programs(entries, trackers, program_pruner))
     returns = []
     for overrides, item in zip(job_overrides, jobs, strict=True):
         outcome: Any = next(results) if isinstance(item, Composed) else item

@@ -1,16 +1,16 @@
-"""Many jobs as one program: what job.run does for one job, for a group of them.
+"""The engine: configs trained as one program, each its own run. A job is a program of one.
 
-`run_batch(entries, trackers)` takes jobs as job.run does (a composed config and a Job each),
-groups those whose tensors share shapes (the same data's rows and features, trainer.batch_size,
-the device; and how they log) and trains each group as one batched program (train_batched.py).
-The run lifecycle is the one every job has (lifecycle.py), for N rows: every config is still its
-own MLflow run, ended (with its metrics, model and pictures) as soon as it is done, while the
-others go on; a config that diverges stops at that epoch. Jobs that train_batched cannot run (a
-loss or optimizer of your own) run one by one through job.run.
+`run_program(entries, trackers, pruner)` trains configs that share their tensors' shapes (the
+same data's rows and features, trainer.batch_size, the device; and how they log) as one program
+of the one trainer (train.Trainer), under the one run lifecycle (lifecycle.py): every config is
+its own MLflow run, ended (with its metrics, model and pictures) as soon as it is done, while the
+others go on; a config that diverges stops at that epoch. job.run is `run_program` for one
+config; the batched launcher's `run_programs` groups its jobs into programs. A config with a loss
+or optimizer of the user's own (train.OwnStep) is a program of its own.
 
 A sweep with a pruner (sweep.pruner) gives each program one (`pruners`: made for its jobs by the
 launch); once rows are pruned, the rows that go on are gathered into smaller tensors
-(`Batch.keep`), so that pruned rows stop costing compute, not only store writes.
+(`Trainer.keep`), so that pruned rows stop costing compute, not only store writes.
 """
 
 from __future__ import annotations
@@ -21,16 +21,23 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from linreg_exp import job as one
 from linreg_exp.data import Scaling, resolve
 from linreg_exp.errors import LinregError
 from linreg_exp.jobspec import Job, JobResult, Pruner
-from linreg_exp.lifecycle import Lifecycle, load_data
+from linreg_exp.lifecycle import Lifecycle, build_loss, load_data
 from linreg_exp.tracking.recorder import Tracker
-from linreg_exp.train import resolve_device, set_cpu_threads
-from linreg_exp.train_batched import LOSSES, OPTIMIZERS, Batch, Member
+from linreg_exp.train import (
+    Member,
+    OwnStep,
+    Trainer,
+    load_optimizer,
+    resolve_device,
+    set_cpu_threads,
+    step_kind,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,47 +45,44 @@ log = logging.getLogger(__name__)
 Pruners = Callable[[list[tuple[DictConfig, Job]]], Pruner | None]
 
 
-def run_batch(
+def run_programs(
     entries: list[tuple[DictConfig, Job]],
     trackers: Sequence[Tracker],
     pruners: Pruners | None = None,
 ) -> list[JobResult | Exception]:
     """Each job's result, in order; an Exception for a job that failed, as Hydra records it.
 
-    The runs are recorded through `trackers`, shared out among them: each is a process writing
-    to the store (the first one the sweep's own), so that they write in parallel. `pruners`: a
-    program's pruner, for its jobs (None: none prunes)."""
+    The jobs are grouped into programs (`shape_of`; a loss or optimizer of the user's own trains
+    alone). The runs are recorded through `trackers`, shared out among them: each is a process
+    writing to the store (the first one the sweep's own), so that they write in parallel.
+    `pruners`: a program's pruner, for its jobs (None: none prunes)."""
     results: list[JobResult | Exception | None] = [None] * len(entries)
-    groups: dict[tuple[Any, ...], list[int]] = {}
-    alone = []
+    programs: dict[tuple[Any, ...], list[int]] = {}
+    alone = 0
     for index, (cfg, job) in enumerate(entries):
-        if cfg.loss._target_ in LOSSES and cfg.optimizer._target_ in OPTIMIZERS:
-            groups.setdefault(shape_of(cfg, job), []).append(index)
+        if member_of(cfg).vectorised:
+            programs.setdefault(shape_of(cfg, job), []).append(index)
         else:
-            alone.append(index)
-    if len(groups) > 1 or alone:
+            programs[("alone", index)] = [index]
+            alone += 1
+    if len(programs) > 1:
         log.info(
             "%d jobs in %d programs: jobs of other data shapes, trainer.batch_size, "
             "device or logging train apart%s",
             len(entries),
-            len(groups) + len(alone),
-            f"; {len(alone)} with a loss or optimizer of their own, one by one" if alone else "",
+            len(programs),
+            f"; {alone} with a loss or optimizer of their own, one by one" if alone else "",
         )
-    for indices in groups.values():
-        group = [entries[i] for i in indices]
+    for indices in programs.values():
+        program = [entries[i] for i in indices]
         try:
-            outcomes = run_group(group, trackers, pruners(group) if pruners else None)
+            outcomes = run_program(program, trackers, pruners(program) if pruners else None)
         except LinregError:  # the store cannot be opened, say: the sweep stops, one line
             raise
-        except Exception as error:  # the group's runs ended ERROR; the other groups go on
+        except Exception as error:  # it could not start (its optimizer's arguments, say)
             outcomes = [error for _ in indices]
         for index, result in zip(indices, outcomes, strict=True):
             results[index] = result
-    for index in alone:
-        try:
-            results[index] = one.run(*entries[index], trackers[0])
-        except Exception as error:
-            results[index] = error
     assert all(result is not None for result in results)
     return cast(list[JobResult | Exception], results)
 
@@ -103,30 +107,38 @@ def shape_of(cfg: DictConfig, job: Job) -> tuple[Any, ...]:
     )
 
 
-def run_group(
+def run_program(
     entries: list[tuple[DictConfig, Job]],
     trackers: Sequence[Tracker],
     pruner: Pruner | None = None,
 ) -> list[JobResult | Exception]:
-    """One program for configs of the same shapes (shape_of). The rows still training after
-    an epoch that pruned some go on in a smaller batch (their rows gathered: Batch.keep); the
-    lifecycle is still handed every row, those gone as NaN, which it no longer reads."""
+    """One program for configs of the same shapes (shape_of): each config's result, or the
+    Exception that kept it from one. Everything that can reject the program (the device, its
+    data, a feature standardize cannot scale, an optimizer's arguments, the store) does so
+    before any run exists, raising. The rows still training after an epoch that pruned some go
+    on in a smaller program (their rows gathered: Trainer.keep); the lifecycle is still handed
+    every row, those gone as NaN, which it no longer reads."""
     first = entries[0][0]
     device = resolve_device(first.device.name)
     data = [load_data(cfg, job) for cfg, job in entries]  # a table is read once a process
     set_cpu_threads(data[0].train.rows * len(entries))
-    # a feature standardize cannot scale is refused before any run exists, as for one job
     scalings = {}
     if first.model.standardize:
         scalings = {id(splits): Scaling.of(splits.train) for splits in data}
+    members = [member_of(cfg) for cfg, _ in entries]
+    own = None
+    if not members[0].vectorised:  # a program of one (run_programs)
+        own = OwnStep(build_loss(first.loss).to(device), instantiate(first.optimizer))
+        load_optimizer(own.make_optimizer, first.optimizer._target_)
+    kind = step_kind(members, data[0].train.rows, len(data[0].features),
+                     first.trainer.batch_size, own)  # fmt: skip
     life = Lifecycle([(cfg, job, splits) for (cfg, job), splits in zip(entries, data, strict=True)],
-                     trackers, str(device), "batched", pruner)  # fmt: skip
-    live = life.start()
-    if live:
+                     trackers, str(device), kind, pruner)  # fmt: skip
+    if life.start():  # else every config was kept: FINISHED in an earlier launch of its sweep
         try:
             with life.training():
-                train(life, first.trainer.batch_size, device, scalings, pruner)
-        except LinregError:  # the store, say: the sweep stops (run_batch)
+                train(life, first.trainer.batch_size, device, scalings, pruner, own)
+        except LinregError:  # the store, say: the sweep stops (run_programs)
             raise
         except Exception:  # each row still training has ended ERROR with it, the error its
             pass  # result (Lifecycle.training); the rows that had ended keep theirs
@@ -135,15 +147,17 @@ def run_group(
 
 def train(
     life: Lifecycle, batch_size: int | None, device: torch.device,
-    scalings: dict[int, Scaling], pruner: Pruner | None,
+    scalings: dict[int, Scaling], pruner: Pruner | None, own: OwnStep | None = None,
 ) -> None:  # fmt: skip
     """Train the lifecycle's rows as one program, handing it each epoch's rows."""
     live = life.live
-    batch = Batch([member_of(r.cfg) for r in live], [r.splits.train for r in live], batch_size,
-                  device, [scalings[id(r.splits)] for r in live] if scalings else None)  # fmt: skip
-    kept = list(range(len(live)))  # the batch's rows, as the lifecycle numbers them
+    trainer = Trainer([member_of(r.cfg) for r in live], [r.splits.train for r in live],
+                      batch_size, device,
+                      [scalings[id(r.splits)] for r in live] if scalings else None,
+                      own)  # fmt: skip
+    kept = list(range(len(live)))  # the trainer's rows, as the lifecycle numbers them
     for epoch in range(max(r.epochs for r in live)):
-        values = batch.step(life.active[kept] if len(kept) < len(live) else life.active)
+        values = trainer.step(None if life.all_training else life.active[kept])
         rows = torch.cat(  # [N, 2 + d]: loss, weights, bias (params.epoch_names)
             (values["loss"].view(-1, 1), values["weight"], values["bias"].view(-1, 1)), 1
         )
@@ -155,12 +169,12 @@ def train(
             break
         going_on = [k for k, row in enumerate(kept) if life.active[row]]
         if pruner is not None and len(going_on) < len(kept):
-            batch.keep(going_on)
+            trainer.keep(going_on)
             kept = [kept[k] for k in going_on]
 
 
 def member_of(cfg: DictConfig) -> Member:
-    """A config's settings as train_batched reads them."""
+    """A config's settings as the trainer reads them."""
     optimizer = cfg.optimizer
     return Member(
         seed=cfg.seed,
