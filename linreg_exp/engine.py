@@ -22,12 +22,14 @@ from typing import Any, cast
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from linreg_exp import data as datasets
 from linreg_exp.data import Scaling, resolve
 from linreg_exp.errors import LinregError
 from linreg_exp.jobspec import Job, JobResult, Pruner
-from linreg_exp.lifecycle import Lifecycle, build_loss, load_data
+from linreg_exp.lifecycle import Lifecycle, build_loss
+from linreg_exp.schema import DataConfig, TableConfig
 from linreg_exp.tracking.recorder import Tracker
 from linreg_exp.train import (
     Member,
@@ -35,7 +37,6 @@ from linreg_exp.train import (
     Trainer,
     load_optimizer,
     resolve_device,
-    set_cpu_threads,
     step_kind,
 )
 
@@ -119,17 +120,22 @@ def run_program(
     on in a smaller program (their rows gathered: Trainer.keep); the lifecycle is still handed
     every row, those gone as NaN, which it no longer reads."""
     first = entries[0][0]
-    device = resolve_device(first.device.name)
-    data = [load_data(cfg, job) for cfg, job in entries]  # a table is read once a process
-    set_cpu_threads(data[0].train.rows * len(entries))
-    scalings = {}
-    if first.model.standardize:
-        scalings = {id(splits): Scaling.of(splits.train) for splits in data}
     members = [member_of(cfg) for cfg, _ in entries]
     own = None
     if not members[0].vectorised:  # a program of one (run_programs)
-        own = OwnStep(build_loss(first.loss).to(device), instantiate(first.optimizer))
+        own = OwnStep(build_loss(first.loss), instantiate(first.optimizer))
         load_optimizer(own.make_optimizer, first.optimizer._target_)
+    device = resolve_device(first.device.name)
+    if own is not None:
+        own.loss_fn.to(device)
+    data = [  # a table is read once a process
+        datasets.load(cast(DataConfig | TableConfig, OmegaConf.to_object(cfg.data)), cfg.seed,
+                      job.launch_dir, job.data_option)
+        for cfg, job in entries
+    ]  # fmt: skip
+    scalings = {}
+    if first.model.standardize:
+        scalings = {id(splits): Scaling.of(splits.train) for splits in data}
     kind = step_kind(members, data[0].train.rows, len(data[0].features),
                      first.trainer.batch_size, own)  # fmt: skip
     life = Lifecycle([(cfg, job, splits) for (cfg, job), splits in zip(entries, data, strict=True)],

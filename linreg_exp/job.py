@@ -13,6 +13,8 @@ exists, the lifecycle ends it with an outcome, however training ends.
 
 from __future__ import annotations
 
+import contextlib
+
 from omegaconf import DictConfig
 
 from linreg_exp import tracking
@@ -25,17 +27,15 @@ from linreg_exp.tracking.recorder import Tracker
 
 def run(cfg: DictConfig, job: Job, tracker: Tracker | None = None) -> JobResult:
     """Train and track one job. Without a tracker, it opens one of its own in this process."""
-    if tracker is None:
-        own = tracking.in_process(
-            Open(job.tracking_uri, cfg.mlflow.experiment_name, parent_run_id=job.parent_run_id,
-                 spool_dir=str(job.output_dir), outage_timeout=cfg.mlflow.outage_timeout)
-        )  # fmt: skip
-        try:
-            return run(cfg, job, own)
-        finally:
-            own.close()
     validate(cfg)
-    (result,) = run_program([(cfg, job)], [tracker])
+    with contextlib.ExitStack() as stack:
+        if tracker is None:
+            tracker = tracking.in_process(
+                Open(job.tracking_uri, cfg.mlflow.experiment_name, parent_run_id=job.parent_run_id,
+                     spool_dir=str(job.output_dir), outage_timeout=cfg.mlflow.outage_timeout)
+            )  # fmt: skip
+            stack.callback(tracker.close)
+        (result,) = run_program([(cfg, job)], [tracker])
     if isinstance(result, Exception):
         raise result
     return result

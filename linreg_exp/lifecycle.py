@@ -44,7 +44,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from linreg_exp import data as datasets
 from linreg_exp import signals
 from linreg_exp.data import Dataset, Splits
 from linreg_exp.history import SAMPLE_SIZE, History, LinearParams, divergence
@@ -52,7 +51,6 @@ from linreg_exp.jobspec import Job, JobResult, Pruner, objective
 from linreg_exp.params import Coefficients, epoch_names, model_payload
 from linreg_exp.progress import Progress
 from linreg_exp.report.pictures import RunPictures
-from linreg_exp.schema import DataConfig, TableConfig
 from linreg_exp.scoring import (
     Reference,
     compute_reference,
@@ -434,12 +432,6 @@ def build_loss(loss_cfg: DictConfig) -> nn.Module:
     """Instantiate the loss from its `_target_`; `name` is ours, not the constructor's."""
     spec = OmegaConf.masked_copy(loss_cfg, [str(k) for k in loss_cfg if k != "name"])
     return cast(nn.Module, instantiate(spec))
-
-
-def load_data(cfg: DictConfig, job: Job) -> Splits:
-    """The job's training and held-out data, from its typed data config."""
-    typed = cast(DataConfig | TableConfig, OmegaConf.to_object(cfg.data))
-    return datasets.load(typed, cfg.seed, job.launch_dir, job.data_option)
 
 
 def start_request(

@@ -122,6 +122,7 @@ class Trainer:
             self.x = torch.stack([s.x for s in datasets])
             self.y = torch.stack([s.y for s in datasets])
         self.x, self.y = self.x.to(device), self.y.to(device)  # [N, n, d], [N, n, 1]
+        set_cpu_threads(self.n * len(members))
         features = self.x.shape[2]
         weights, biases = [], []
         for member in members:  # each model initialised as nn.Linear(d, 1) is, from its seed

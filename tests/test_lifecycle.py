@@ -24,10 +24,10 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from linreg_exp.data import Splits
+from linreg_exp.data import Splits, load
 from linreg_exp.errors import TrackingError
 from linreg_exp.jobspec import Job, JobResult
-from linreg_exp.lifecycle import Lifecycle, load_data
+from linreg_exp.lifecycle import Lifecycle
 from linreg_exp.signals import Interrupted
 from linreg_exp.tracking.messages import (
     Close,
@@ -202,7 +202,8 @@ def cfg() -> DictConfig:
 @pytest.fixture(scope="module")
 def splits(cfg: DictConfig, tmp_path_factory: pytest.TempPathFactory) -> Splits:
     launch = tmp_path_factory.mktemp("launch")
-    return load_data(cfg, Job(output_dir=launch, tracking_uri=URI, launch_dir=launch))
+    job = Job(output_dir=launch, tracking_uri=URI, launch_dir=launch)
+    return load(OmegaConf.to_object(cfg.data), cfg.seed, launch, job.data_option)  # type: ignore[arg-type]
 
 
 @pytest.fixture
