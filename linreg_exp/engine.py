@@ -22,14 +22,13 @@ from typing import Any, cast
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 
 from linreg_exp import data as datasets
 from linreg_exp.data import Scaling, resolve
-from linreg_exp.errors import LinregError
+from linreg_exp.errors import TrackingError
 from linreg_exp.jobspec import Job, JobResult, Pruner
 from linreg_exp.lifecycle import Lifecycle, build_loss
-from linreg_exp.schema import DataConfig, TableConfig
+from linreg_exp.schema import LinregConfig, TableConfig, option_value, vectorisable
 from linreg_exp.tracking.recorder import Tracker
 from linreg_exp.train import (
     Member,
@@ -43,11 +42,11 @@ from linreg_exp.train import (
 log = logging.getLogger(__name__)
 
 
-Pruners = Callable[[list[tuple[DictConfig, Job]]], Pruner | None]
+Pruners = Callable[[list[tuple[LinregConfig, Job]]], Pruner | None]
 
 
 def run_programs(
-    entries: list[tuple[DictConfig, Job]],
+    entries: list[tuple[LinregConfig, Job]],
     trackers: Sequence[Tracker],
     pruners: Pruners | None = None,
 ) -> list[JobResult | Exception]:
@@ -61,7 +60,7 @@ def run_programs(
     programs: dict[tuple[Any, ...], list[int]] = {}
     alone = 0
     for index, (cfg, job) in enumerate(entries):
-        if member_of(cfg).vectorised:
+        if vectorisable(cfg):
             programs.setdefault(shape_of(cfg, job), []).append(index)
         else:
             programs[("alone", index)] = [index]
@@ -78,9 +77,10 @@ def run_programs(
         program = [entries[i] for i in indices]
         try:
             outcomes = run_program(program, trackers, pruners(program) if pruners else None)
-        except LinregError:  # the store cannot be opened, say: the sweep stops, one line
+        except TrackingError:  # the store cannot be opened, say: the sweep stops, one line
             raise
-        except Exception as error:  # it could not start (its optimizer's arguments, say)
+        except Exception as error:  # it could not start (its optimizer's arguments, say):
+            # its jobs fail, as the basic launcher's would, and the other programs go on
             outcomes = [error for _ in indices]
         for index, result in zip(indices, outcomes, strict=True):
             results[index] = result
@@ -88,11 +88,11 @@ def run_programs(
     return cast(list[JobResult | Exception], results)
 
 
-def shape_of(cfg: DictConfig, job: Job) -> tuple[Any, ...]:
+def shape_of(cfg: LinregConfig, job: Job) -> tuple[Any, ...]:
     """What the configs of one program share: their tensors' shapes, and how they log. A
     table's configs share its file and split (rows and features), synthetic ones their sizes."""
     trainer, data = cfg.trainer, cfg.data
-    if "path" in data:
+    if isinstance(data, TableConfig):
         path = str(resolve(data.path, job.launch_dir))
         source: tuple[Any, ...] = (path, data.target, str(data.features), data.val_fraction,
                                    data.val_path)  # fmt: skip
@@ -109,7 +109,7 @@ def shape_of(cfg: DictConfig, job: Job) -> tuple[Any, ...]:
 
 
 def run_program(
-    entries: list[tuple[DictConfig, Job]],
+    entries: list[tuple[LinregConfig, Job]],
     trackers: Sequence[Tracker],
     pruner: Pruner | None = None,
 ) -> list[JobResult | Exception]:
@@ -122,15 +122,14 @@ def run_program(
     first = entries[0][0]
     members = [member_of(cfg) for cfg, _ in entries]
     own = None
-    if not members[0].vectorised:  # a program of one (run_programs)
+    if not vectorisable(first):  # a program of one (run_programs)
         own = OwnStep(build_loss(first.loss), instantiate(first.optimizer))
-        load_optimizer(own.make_optimizer, first.optimizer._target_)
+        load_optimizer(own.make_optimizer, option_value(first.optimizer, "_target_"))
     device = resolve_device(first.device.name)
     if own is not None:
         own.loss_fn.to(device)
     data = [  # a table is read once a process
-        datasets.load(cast(DataConfig | TableConfig, OmegaConf.to_object(cfg.data)), cfg.seed,
-                      job.launch_dir, job.data_option)
+        datasets.load(cfg.data, cfg.seed, job.launch_dir, job.data_option)
         for cfg, job in entries
     ]  # fmt: skip
     scalings = {}
@@ -144,7 +143,7 @@ def run_program(
         try:
             with life.training():
                 train(life, first.trainer.batch_size, device, scalings, pruner, own)
-        except LinregError:  # the store, say: the sweep stops (run_programs)
+        except TrackingError:  # the store, say: the sweep stops (run_programs)
             raise
         except Exception:  # each row still training has ended ERROR with it, the error its
             pass  # result (Lifecycle.training); the rows that had ended keep theirs
@@ -179,20 +178,24 @@ def train(
             kept = [kept[k] for k in going_on]
 
 
-def member_of(cfg: DictConfig) -> Member:
+def member_of(cfg: LinregConfig) -> Member:
     """A config's settings as the trainer reads them."""
-    optimizer = cfg.optimizer
+    loss, optimizer = cfg.loss, cfg.optimizer
+
+    def value(key: str, default: Any) -> Any:
+        return option_value(optimizer, key, default)
+
     return Member(
         seed=cfg.seed,
-        loss=cfg.loss._target_,
-        optimizer=optimizer._target_,
-        lr=optimizer.lr,
-        delta=cfg.loss.get("delta", 1.0),
-        momentum=optimizer.get("momentum", 0.0),
-        dampening=optimizer.get("dampening", 0.0),
-        weight_decay=optimizer.get("weight_decay", 0.0),
-        nesterov=optimizer.get("nesterov", False),
-        betas=tuple(optimizer.get("betas", (0.9, 0.999))),  # type: ignore[arg-type]
-        eps=optimizer.get("eps", 1e-8),
-        amsgrad=optimizer.get("amsgrad", False),
+        loss=str(option_value(loss, "_target_")),
+        optimizer=str(value("_target_", "")),
+        lr=float(value("lr", 0.0)),
+        delta=float(option_value(loss, "delta", 1.0)),
+        momentum=value("momentum", 0.0),
+        dampening=value("dampening", 0.0),
+        weight_decay=value("weight_decay", 0.0),
+        nesterov=value("nesterov", False),
+        betas=tuple(value("betas", (0.9, 0.999))),
+        eps=value("eps", 1e-8),
+        amsgrad=value("amsgrad", False),
     )

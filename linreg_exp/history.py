@@ -44,7 +44,7 @@ class History:
     keeps every epoch. Each update is one list operation, so a signal arriving in the middle
     of one leaves the History consistent."""
 
-    step: str = "autograd"  # or "fused": how gradients were computed (see train.step_kind)
+    step: str = "autograd"  # or "fused", "batched": how it was trained (train.step_kind)
     names: tuple[str, ...] = ()  # the metrics of an epoch, set by the first one
     sample: list[Point] = field(default_factory=list)
     stride: int = 1

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from linreg_exp import tracking
 from linreg_exp.engine import run_program
 from linreg_exp.jobspec import Job, JobResult
-from linreg_exp.schema import validate
+from linreg_exp.schema import typed, validate
 from linreg_exp.tracking.messages import Open
 from linreg_exp.tracking.recorder import Tracker
 
@@ -35,7 +35,7 @@ def run(cfg: DictConfig, job: Job, tracker: Tracker | None = None) -> JobResult:
                      spool_dir=str(job.output_dir), outage_timeout=cfg.mlflow.outage_timeout)
             )  # fmt: skip
             stack.callback(tracker.close)
-        (result,) = run_program([(cfg, job)], [tracker])
+        (result,) = run_program([(typed(cfg), job)], [tracker])
     if isinstance(result, Exception):
         raise result
     return result

@@ -28,6 +28,7 @@ Nothing here imports MLflow: the trackers own the runs, in a helper process or i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -41,7 +42,6 @@ from typing import Any, cast
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from linreg_exp import signals
@@ -51,6 +51,7 @@ from linreg_exp.jobspec import Job, JobResult, Pruner, objective
 from linreg_exp.params import Coefficients, epoch_names, model_payload
 from linreg_exp.progress import Progress
 from linreg_exp.report.pictures import RunPictures
+from linreg_exp.schema import LinregConfig, option_value
 from linreg_exp.scoring import (
     Reference,
     compute_reference,
@@ -82,7 +83,7 @@ MANY_SAMPLE_SIZE = 512  # epochs each of many configs keeps (its pictures draw n
 class _Run:
     """One config of the program, from its start to its end."""
 
-    cfg: DictConfig
+    cfg: LinregConfig
     job: Job
     splits: Splits
     key: str  # its run's key in its group
@@ -109,7 +110,7 @@ class Lifecycle:
 
     def __init__(
         self,
-        entries: Sequence[tuple[DictConfig, Job, Splits]],
+        entries: Sequence[tuple[LinregConfig, Job, Splits]],
         trackers: Sequence[Tracker],
         device: str,
         step: str,
@@ -337,7 +338,7 @@ class Lifecycle:
         cfg, splits = run.cfg, run.splits
         if outcome in (Outcome.COMPLETED, Outcome.DIVERGED):
             reference = compute_reference(splits.train, cfg, build_loss(cfg.loss))
-            metrics = final_metrics(history, reference, cfg.loss.name, splits.val)
+            metrics = final_metrics(history, reference, loss_name(cfg), splits.val)
             metrics["train_seconds"] = time.perf_counter() - self.started
             if cfg.plots.enabled and history.epochs_done:
                 run.job.output_dir.mkdir(parents=True, exist_ok=True)
@@ -428,18 +429,26 @@ class Trajectories:
 # ---------------------------------------------------------------- what a run is made of
 
 
-def build_loss(loss_cfg: DictConfig) -> nn.Module:
-    """Instantiate the loss from its `_target_`; `name` is ours, not the constructor's."""
-    spec = OmegaConf.masked_copy(loss_cfg, [str(k) for k in loss_cfg if k != "name"])
+def build_loss(loss_cfg: Any) -> nn.Module:
+    """Instantiate the loss (a schema.LossConfig, or a dict: an option of the user's own) from
+    its `_target_`; `name` is ours, not the constructor's."""
+    is_schema = dataclasses.is_dataclass(loss_cfg) and not isinstance(loss_cfg, type)
+    keys = dataclasses.asdict(loss_cfg) if is_schema else dict(loss_cfg)
+    spec = {key: value for key, value in keys.items() if key != "name"}
     return cast(nn.Module, instantiate(spec))
 
 
+def loss_name(cfg: LinregConfig) -> str:
+    """The loss option's name (`l1`, `mse`, `huber`, or one of the user's own)."""
+    return str(option_value(cfg.loss, "name", ""))
+
+
 def start_request(
-    cfg: DictConfig, job: Job, device: str, tracking_uri: str, splits: Splits,
+    cfg: LinregConfig, job: Job, device: str, tracking_uri: str, splits: Splits,
     system_metrics: bool = True,
 ) -> StartRun:  # fmt: skip
     """The run's name, tags, params and config, as the store will hold them."""
-    container = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+    container = dataclasses.asdict(cfg)
     tags = {
         Tag.COMMAND: job.command,
         Tag.OVERRIDES: " ".join(uris.mask_override(o) for o in job.overrides),
@@ -494,7 +503,7 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def run_pictures(
-    cfg: DictConfig, job: Job, splits: Splits, history: History, ref: Reference
+    cfg: LinregConfig, job: Job, splits: Splits, history: History, ref: Reference
 ) -> RunPictures:
     """What the run's pictures show (report/pictures.py): for one feature its data and lines,
     for any number the held-out rows predicted against their actual values."""
@@ -530,7 +539,7 @@ def run_pictures(
 
 
 def tell(
-    cfg: DictConfig,
+    cfg: LinregConfig,
     job: Job,
     history: History,
     ref: Reference,
@@ -554,7 +563,7 @@ def tell(
                  values, run_id)  # fmt: skip
         return
     optimum = ref.optimum or ref.least_squares
-    optimum_name = "LAD" if cfg.loss.name == "l1" and ref.optimum is not None else "least squares"
+    optimum_name = "LAD" if loss_name(cfg) == "l1" and ref.optimum is not None else "least squares"
     against = ""
     if ref.optimum_loss is not None:
         against = f"  (closed-form optimum {ref.optimum_loss:.6g})"

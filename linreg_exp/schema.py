@@ -172,6 +172,45 @@ def register(cs: ConfigStore) -> None:
     cs.store(group="schema/optimizer", name="adam", node=AdamConfig)
 
 
+def typed(cfg: DictConfig) -> LinregConfig:
+    """The composed config as the schema's objects (`OmegaConf.to_object`): what a job reads,
+    attributes with types, never a DictConfig with casts. Checked first (`validate`).
+
+    A loss or optimizer option of the user's own without a schema (a `--config-dir` file of
+    `name` and `_target_`) stays a plain dict: read its keys with `option_value`."""
+    config = OmegaConf.to_object(cfg)
+    if isinstance(config, dict):  # a masked copy (the batched launcher's, without `hydra`)
+        config = LinregConfig(**{str(k): v for k, v in config.items()})  # its nodes keep
+        # their types, its root does not
+    if not isinstance(config, LinregConfig):  # pragma: no cover - every composed config is
+        raise TypeError(f"not a linreg_exp config: {type(config).__name__}")
+    return config
+
+
+def option_value(option: Any, key: str, default: Any = None) -> Any:
+    """A key of a loss or optimizer option: the schema's dataclass, or a plain dict (an option
+    of the user's own without a schema)."""
+    if isinstance(option, dict):
+        return option.get(key, default)
+    return getattr(option, key, default)
+
+
+# (schema type, _target_) pairs that the trainer's own vectorised update follows: anything else
+# (another target, a schema's keys given to another class) is a loss or optimizer of your own,
+# built by Hydra's instantiate, where torch refuses keys that are not its own.
+VECTORISED_LOSSES = {(LossConfig, "torch.nn.L1Loss"), (LossConfig, "torch.nn.MSELoss"),
+                     (HuberLossConfig, "torch.nn.HuberLoss")}  # fmt: skip
+VECTORISED_OPTIMIZERS = {(SGDConfig, "torch.optim.SGD"), (AdamConfig, "torch.optim.Adam")}
+
+
+def vectorisable(cfg: LinregConfig) -> bool:
+    """Whether the trainer's own update trains this config (else it is a program of one,
+    stepped by its own torch.nn loss and torch.optim optimizer: train.OwnStep)."""
+    loss = (type(cfg.loss), option_value(cfg.loss, "_target_"))
+    optimizer = (type(cfg.optimizer), option_value(cfg.optimizer, "_target_"))
+    return loss in VECTORISED_LOSSES and optimizer in VECTORISED_OPTIMIZERS
+
+
 def _require(ok: bool, key: str, value: object, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={value} is not allowed: {allowed}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from linreg_exp import data as datasets
@@ -14,7 +13,7 @@ from linreg_exp.baseline import closed_form_optimum, ordinary_least_squares
 from linreg_exp.data import Dataset
 from linreg_exp.history import History
 from linreg_exp.params import Coefficients
-from linreg_exp.schema import DataConfig
+from linreg_exp.schema import DataConfig, LinregConfig, option_value
 from linreg_exp.vocab import Metric, Outcome
 
 
@@ -30,16 +29,16 @@ class Reference:
     optimum_loss: float | None
 
 
-def compute_reference(data: Dataset, cfg: DictConfig, loss_fn: nn.Module) -> Reference:
+def compute_reference(data: Dataset, cfg: LinregConfig, loss_fn: nn.Module) -> Reference:
     x, y = data.x.cpu(), data.y.cpu()
-    optimum = closed_form_optimum(cfg.loss.name, x, y)
+    optimum = closed_form_optimum(str(option_value(cfg.loss, "name", "")), x, y)
     optimum_loss = None
     if optimum is not None:
         with torch.no_grad():
             weights = torch.tensor(optimum.weights, dtype=x.dtype).view(-1, 1)
             optimum_loss = float(loss_fn(x @ weights + optimum.bias, y))
     true = None
-    if OmegaConf.get_type(cfg.data) is DataConfig:
+    if isinstance(cfg.data, DataConfig):
         true = Coefficients(tuple(datasets.true_weights(cfg.data)), cfg.data.true_bias)
     return Reference(data.features, true, ordinary_least_squares(x, y), optimum, optimum_loss)
 

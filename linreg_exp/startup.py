@@ -1,14 +1,15 @@
 """Start-up speed: why `python -m linreg_exp` ends about when the bare tutorial script would.
 
-A default run's own work (composing its config, importing torch, building its optimizer, which
-imports torch._dynamo, training, drawing) is what the bare script pays too. Two things would add
+A default run's own work (composing its config, importing torch, training, drawing) is what the
+bare script pays too, and less: the trainer's own SGD never builds a torch.optim optimizer, whose
+first construction imports torch._dynamo (about 1 s of CPU). Two things would add
 seconds to it, and are kept off the job's path (benchmarks/results.md says what each costs):
 
 1. MLflow. Importing it and opening the store is slow. A helper process (tracking/helper.py),
    started as soon as a launch opens (sweeps/launch.py), does that beside the job's own imports,
-   and the job asks for the store only once its data and optimizer are built (job.py), when it
-   is open. Then the helper imports HELPER_PRELOAD, the report's plotting, while the job trains:
-   it draws the run's pictures (a post-run Task) without loading matplotlib then.
+   and the job asks for the store only once its data is read (engine.py), when it is open. Then
+   the helper imports HELPER_PRELOAD, the report's plotting, while the job trains: it draws the
+   run's pictures (a post-run Task) without loading matplotlib then.
 2. Teardown. Once the exit code is decided and every run is stored, the process ends at once,
    without the interpreter destroying torch's and MLflow's modules after the last line of output.
 """

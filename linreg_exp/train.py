@@ -145,6 +145,8 @@ class Trainer:
     def step(self, active: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """One epoch of every config: loss [N], weight [N, d], bias [N] (the parameter record);
         only the `active` ones ([N] bool; None: all) move."""
+        if active is not None:
+            active = active.to(self.device)
         if self.batch_size is None:
             loss = self._update(self.x, self.y, active)
         else:
@@ -159,7 +161,9 @@ class Trainer:
         """Go on with these rows only (indices into the current ones, in order): data,
         parameters, optimizer state and settings are gathered, so that the rows left behind cost
         nothing more. Each row's arithmetic is its own, so the kept rows train on bit for bit."""
-        assert self._setting is not None, "an OwnStep's one config has no rows to gather"
+        if self._setting is None or self.kind == "fused":
+            raise ValueError("a program of one config (an OwnStep's, a fused one) has no rows to "
+                             "gather")  # fmt: skip
         index = torch.tensor(rows, dtype=torch.long, device=self.device)
         self.members = [self.members[i] for i in rows]
         self.shuffles = [self.shuffles[i] for i in rows]
@@ -202,10 +206,13 @@ class Trainer:
                 grad = param.grad
                 assert grad is not None
                 shape = (-1,) + (1,) * (param.dim() - 1)
-                new = _sgd(param, grad, state, s, self._steps)
-                if s.any_adam:
-                    adam = _adam(param, grad, state, s, self._steps)
-                    new = adam if s.all_adam else torch.where(s.adam.view(shape), adam, new)
+                if s.all_adam:
+                    new = _adam(param, grad, state, s, self._steps)
+                else:
+                    new = _sgd(param, grad, state, s, self._steps)
+                    if s.any_adam:
+                        adam = _adam(param, grad, state, s, self._steps)
+                        new = torch.where(s.adam.view(shape), adam, new)
                 param.copy_(new if active is None else torch.where(active.view(shape), new, param))
         self._steps += 1
         return loss
@@ -287,7 +294,8 @@ class _Settings:
         self.any_momentum = any(m.momentum for m in members)
         self.any_weight_decay = any(m.weight_decay for m in members)
         self.neg_lr = column([-m.lr for m in members])
-        self.lr64 = column([m.lr for m in members], torch.float64)
+        # double precision on the CPU (Apple's mps has no float64): Adam's bias corrections
+        self.lr64 = torch.tensor([m.lr for m in members], dtype=torch.float64)
         self.momentum = column([m.momentum for m in members])
         # torch.optim computes 1 - x in double precision (its Python floats), then as float32
         self.one_minus_dampening = column([1 - m.dampening for m in members])
@@ -296,8 +304,8 @@ class _Settings:
         self.one_minus_beta1 = column([1 - m.betas[0] for m in members])
         self.beta2 = column([m.betas[1] for m in members])
         self.one_minus_beta2 = column([1 - m.betas[1] for m in members])
-        self.beta1_64 = column([m.betas[0] for m in members], torch.float64)
-        self.beta2_64 = column([m.betas[1] for m in members], torch.float64)
+        self.beta1_64 = torch.tensor([m.betas[0] for m in members], dtype=torch.float64)
+        self.beta2_64 = torch.tensor([m.betas[1] for m in members], dtype=torch.float64)
         self.eps = column([m.eps for m in members])
         self.amsgrad = column([m.amsgrad for m in members], torch.bool)
 
@@ -372,8 +380,8 @@ def _adam(
     weight2 = s.one_minus_beta2.view(shape)
     state.exp_avg_sq = torch.addcmul(state.exp_avg_sq * s.beta2.view(shape), g * weight2, g)
     count = step + 1  # bias corrections in double precision, as torch.optim's Python floats
-    step_size = (s.lr64 / (1 - s.beta1_64**count)).float().view(shape)
-    correction2_sqrt = (1 - s.beta2_64**count).sqrt().float().view(shape)
+    step_size = (s.lr64 / (1 - s.beta1_64**count)).float().to(param.device).view(shape)
+    correction2_sqrt = (1 - s.beta2_64**count).sqrt().float().to(param.device).view(shape)
     state.max_exp_avg_sq = torch.maximum(state.max_exp_avg_sq, state.exp_avg_sq)
     second = torch.where(s.amsgrad.view(shape), state.max_exp_avg_sq, state.exp_avg_sq)
     denom = second.sqrt() / correction2_sqrt + s.eps.view(shape)

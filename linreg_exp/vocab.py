@@ -49,7 +49,7 @@ class Tag:
     OUTAGES: Final = "linreg.outages"  # how long the store did not answer while the run ran
     DIVERGED_AT_EPOCH: Final = "linreg.diverged_at_epoch"
     PRUNED_AT_EPOCH: Final = "linreg.pruned_at_epoch"  # the epoch a pruned run's last was
-    TRAIN_STEP: Final = "linreg.train_step"  # autograd or fused (train.step_kind)
+    TRAIN_STEP: Final = "linreg.train_step"  # autograd, fused or batched (train.step_kind)
     COMMAND: Final = "linreg.command"  # the command that reproduces the run
     OVERRIDES: Final = "linreg.overrides"  # the overrides as typed, passwords masked
     DEVICE: Final = "linreg.device"

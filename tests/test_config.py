@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -12,9 +13,18 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from linreg_exp.app import register_configs
+from linreg_exp.engine import member_of
 from linreg_exp.errors import ConfigError
-from linreg_exp.lifecycle import build_loss
-from linreg_exp.schema import validate
+from linreg_exp.lifecycle import build_loss, loss_name
+from linreg_exp.schema import (
+    AdamConfig,
+    HuberLossConfig,
+    LinregConfig,
+    LossConfig,
+    typed,
+    validate,
+    vectorisable,
+)
 from tests.conftest import CONF_DIR
 
 
@@ -89,7 +99,7 @@ def test_default_config_is_the_tutorial() -> None:
 def test_losses_instantiate(choice: str, expected: type) -> None:
     cfg = make(f"loss={choice}")
     assert cfg.loss.name == choice
-    assert isinstance(build_loss(cfg.loss), expected)
+    assert isinstance(build_loss(OmegaConf.to_object(cfg.loss)), expected)
 
 
 @pytest.mark.parametrize("choice", ["sgd", "adam"])
@@ -179,3 +189,26 @@ def test_slurm_launcher_config() -> None:
     assert cfg.hydra.launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert cfg.hydra.launcher.cpus_per_task == 1
     assert cfg.hydra.launcher.timeout_min == 30
+
+
+def test_the_job_reads_its_config_as_the_schemas_objects(tmp_path: Path) -> None:
+    """`typed`: the composed config as dataclasses, also from the batched launcher's copy
+    without `hydra`; an option of the user's own without a schema stays a dict, and whatever
+    the trainer's own update does not follow is a loss or optimizer of the user's own."""
+    cfg = typed(make("loss=huber", "optimizer=adam"))
+    assert isinstance(cfg, LinregConfig) and isinstance(cfg.loss, HuberLossConfig)
+    assert isinstance(cfg.optimizer, AdamConfig) and cfg.optimizer.betas == [0.9, 0.999]
+    assert vectorisable(cfg) and member_of(cfg).delta == 1.0
+    with_hydra = compose("config", overrides=["loss=mse"], return_hydra_config=True)
+    masked = OmegaConf.masked_copy(with_hydra, [str(k) for k in with_hydra if k != "hydra"])
+    assert isinstance(typed(masked).loss, LossConfig) and typed(masked).loss.name == "mse"
+    assert not vectorisable(typed(make("optimizer._target_=torch.optim.Adam")))  # SGD's keys
+    assert not vectorisable(typed(make("loss=huber", "loss._target_=torch.nn.L1Loss")))
+    (tmp_path / "loss").mkdir()
+    (tmp_path / "loss" / "smooth_l1.yaml").write_text(
+        "name: smooth_l1\n_target_: torch.nn.SmoothL1Loss\n"
+    )
+    own = typed(make("loss=smooth_l1", f"hydra.searchpath=[file://{tmp_path}]"))
+    assert own.loss == {"name": "smooth_l1", "_target_": "torch.nn.SmoothL1Loss"}
+    assert not vectorisable(own) and member_of(own).loss == "torch.nn.SmoothL1Loss"
+    assert isinstance(build_loss(own.loss), nn.SmoothL1Loss) and loss_name(own) == "smooth_l1"

@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import open_dict
 
 from linreg_exp.data import Splits, load
 from linreg_exp.errors import TrackingError
 from linreg_exp.jobspec import Job, JobResult
 from linreg_exp.lifecycle import Lifecycle
+from linreg_exp.schema import LinregConfig, typed
 from linreg_exp.signals import Interrupted
 from linreg_exp.tracking.messages import (
     Close,
@@ -186,7 +187,7 @@ class FakePruner:
 
 
 @pytest.fixture(scope="module")
-def cfg() -> DictConfig:
+def cfg() -> LinregConfig:
     """The project's config, composed once by Hydra as `python -m linreg_exp` would, as the
     app receives it (without the `hydra` node): small data, few epochs, nothing drawn."""
     composed = hydra_config([
@@ -195,15 +196,14 @@ def cfg() -> DictConfig:
     ])  # fmt: skip
     with open_dict(composed):
         del composed["hydra"]
-    OmegaConf.set_readonly(composed, True)  # shared by every test: none may change it
-    return composed
+    return typed(composed)  # as the engine reads it; shared by every test: none may change it
 
 
 @pytest.fixture(scope="module")
-def splits(cfg: DictConfig, tmp_path_factory: pytest.TempPathFactory) -> Splits:
+def splits(cfg: LinregConfig, tmp_path_factory: pytest.TempPathFactory) -> Splits:
     launch = tmp_path_factory.mktemp("launch")
     job = Job(output_dir=launch, tracking_uri=URI, launch_dir=launch)
-    return load(OmegaConf.to_object(cfg.data), cfg.seed, launch, job.data_option)  # type: ignore[arg-type]
+    return load(cfg.data, cfg.seed, launch, job.data_option)
 
 
 @pytest.fixture
@@ -220,7 +220,7 @@ def programs(tmp_path: Path) -> Iterator[list[Program]]:
 
 def start(
     made: list[Program],
-    cfg: DictConfig,
+    cfg: LinregConfig,
     splits: Splits,
     out: Path,
     n: int,
@@ -274,7 +274,7 @@ def assert_no_model_no_scores(end: FinishRun) -> None:
 
 @pytest.mark.parametrize("n", [1, 3])
 def test_runs_fed_all_their_epochs_complete_with_a_model_and_a_result(
-    n: int, cfg: DictConfig, splits: Splits, tmp_path: Path, programs: list[Program]
+    n: int, cfg: LinregConfig, splits: Splits, tmp_path: Path, programs: list[Program]
 ) -> None:
     program = start(programs, cfg, splits, tmp_path, n)
     life = program.life
@@ -306,7 +306,7 @@ def test_runs_fed_all_their_epochs_complete_with_a_model_and_a_result(
 
 
 def test_a_run_starts_with_its_config_as_params_and_no_system_metrics_sampler(
-    cfg: DictConfig, splits: Splits, tmp_path: Path, programs: list[Program]
+    cfg: LinregConfig, splits: Splits, tmp_path: Path, programs: list[Program]
 ) -> None:
     program = start(programs, cfg, splits, tmp_path, 1)
     program.life.start()
@@ -335,7 +335,7 @@ def test_a_run_starts_with_its_config_as_params_and_no_system_metrics_sampler(
 def test_a_loss_that_blows_up_ends_the_run_diverged_at_its_epoch(
     blown: float,
     why: str,
-    cfg: DictConfig,
+    cfg: LinregConfig,
     splits: Splits,
     tmp_path: Path,
     programs: list[Program],
@@ -361,7 +361,7 @@ def test_a_loss_that_blows_up_ends_the_run_diverged_at_its_epoch(
 
 
 def test_one_row_diverging_ends_only_that_row_and_the_others_go_on(
-    cfg: DictConfig, splits: Splits, tmp_path: Path, programs: list[Program]
+    cfg: LinregConfig, splits: Splits, tmp_path: Path, programs: list[Program]
 ) -> None:
     program = start(programs, cfg, splits, tmp_path, 3)
     life = program.life
@@ -416,7 +416,7 @@ def test_a_stop_inside_training_ends_every_row_interrupted_with_its_epochs(
     n: int,
     stop: KeyboardInterrupt,
     stopped_by: str,
-    cfg: DictConfig,
+    cfg: LinregConfig,
     splits: Splits,
     tmp_path: Path,
     programs: list[Program],
@@ -445,7 +445,7 @@ def test_a_stop_inside_training_ends_every_row_interrupted_with_its_epochs(
 
 
 def test_a_stop_keeps_the_outcome_of_a_row_that_had_already_ended(
-    cfg: DictConfig, splits: Splits, tmp_path: Path, programs: list[Program],
+    cfg: LinregConfig, splits: Splits, tmp_path: Path, programs: list[Program],
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     program = start(programs, cfg, splits, tmp_path, 3)
@@ -467,7 +467,7 @@ def test_a_stop_keeps_the_outcome_of_a_row_that_had_already_ended(
 
 @pytest.mark.parametrize("n", [1, 3])
 def test_an_error_inside_training_ends_every_row_error_naming_it(
-    n: int, cfg: DictConfig, splits: Splits, tmp_path: Path, programs: list[Program]
+    n: int, cfg: LinregConfig, splits: Splits, tmp_path: Path, programs: list[Program]
 ) -> None:
     program = start(programs, cfg, splits, tmp_path, n)
     life = program.life
@@ -490,7 +490,7 @@ def test_an_error_inside_training_ends_every_row_error_naming_it(
 
 
 def test_an_error_keeps_the_result_of_a_row_that_had_already_ended(
-    cfg: DictConfig, splits: Splits, tmp_path: Path, programs: list[Program]
+    cfg: LinregConfig, splits: Splits, tmp_path: Path, programs: list[Program]
 ) -> None:
     """A row stored as ended (here: diverged) is reported as it ended, not as the later error
     of the rows still training (a batched sweep's sweeper reads these results)."""
@@ -511,7 +511,7 @@ def test_an_error_keeps_the_result_of_a_row_that_had_already_ended(
 
 
 def test_an_engine_that_stops_early_ends_its_runs_error(
-    cfg: DictConfig, splits: Splits, tmp_path: Path, programs: list[Program]
+    cfg: LinregConfig, splits: Splits, tmp_path: Path, programs: list[Program]
 ) -> None:
     program = start(programs, cfg, splits, tmp_path, 3)
     life = program.life
@@ -541,7 +541,7 @@ def test_an_engine_that_stops_early_ends_its_runs_error(
 def test_a_single_run_whose_end_the_store_refuses_gets_that_error(
     failed: Failed,
     kind: type[Exception],
-    cfg: DictConfig,
+    cfg: LinregConfig,
     splits: Splits,
     tmp_path: Path,
     programs: list[Program],
@@ -562,7 +562,7 @@ def test_a_single_run_whose_end_the_store_refuses_gets_that_error(
 
 @pytest.mark.parametrize("n", [1, 3])
 def test_a_row_the_pruner_names_ends_pruned_and_the_others_complete(
-    n: int, cfg: DictConfig, splits: Splits, tmp_path: Path, programs: list[Program]
+    n: int, cfg: LinregConfig, splits: Splits, tmp_path: Path, programs: list[Program]
 ) -> None:
     target = 0 if n == 1 else 1  # a single job's pruner comes with its Job
     pruner = FakePruner([target])
@@ -601,7 +601,7 @@ def test_a_row_the_pruner_names_ends_pruned_and_the_others_complete(
 
 
 def test_a_pruner_that_cannot_be_told_an_end_costs_the_run_nothing(
-    cfg: DictConfig, splits: Splits, tmp_path: Path, programs: list[Program]
+    cfg: LinregConfig, splits: Splits, tmp_path: Path, programs: list[Program]
 ) -> None:
     pruner = FakePruner([], fail_end=True)
     program = start(programs, cfg, splits, tmp_path, 3, pruner)
@@ -618,7 +618,7 @@ def test_a_pruner_that_cannot_be_told_an_end_costs_the_run_nothing(
 
 
 def test_a_resumed_sweeps_finished_row_is_kept_and_the_rest_train_in_its_place(
-    cfg: DictConfig, splits: Splits, tmp_path: Path, programs: list[Program]
+    cfg: LinregConfig, splits: Splits, tmp_path: Path, programs: list[Program]
 ) -> None:
     kept = {Metric.VAL_MSE: 0.25, Metric.FINAL_LOSS: 0.5}
     program = start(programs, cfg, splits, tmp_path, 3, transport=RecordingTransport({"1": kept}))

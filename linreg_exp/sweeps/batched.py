@@ -28,7 +28,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from linreg_exp.errors import LinregError
 from linreg_exp.jobspec import Job
-from linreg_exp.schema import validate
+from linreg_exp.schema import typed, validate
 from linreg_exp.sweeps import naming
 from linreg_exp.sweeps.callback import LaunchCallback
 from linreg_exp.sweeps.hydra_internals import get_overrides_dirname
@@ -58,7 +58,7 @@ def launch(
     log.info("Launching %d jobs as one program (hydra/launcher=batched)", len(job_overrides))
     trackers = launch_.writers(max(1, writers))  # the first batch's start while jobs compose
     jobs = compose(config, hydra_context, job_overrides, initial_job_idx, launch_.info)
-    entries = [(item.cfg, item.job) for item in jobs if isinstance(item, Composed)]
+    entries = [(typed(item.cfg), item.job) for item in jobs if isinstance(item, Composed)]
     from linreg_exp.engine import run_programs  # torch
 
     results = iter(run_programs(entries, trackers, program_pruner))

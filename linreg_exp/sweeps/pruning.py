@@ -35,6 +35,7 @@ from omegaconf import DictConfig
 
 from linreg_exp.errors import ConfigError
 from linreg_exp.jobspec import Job, Pruner
+from linreg_exp.schema import LinregConfig
 
 if TYPE_CHECKING:
     import optuna
@@ -122,7 +123,7 @@ class Hyperband:
         """Nothing to remember."""
 
 
-def program_pruner(entries: Sequence[tuple[DictConfig, Job]]) -> Pruner | None:
+def program_pruner(entries: Sequence[tuple[LinregConfig, Job]]) -> Pruner | None:
     """A batched program's pruner, over its rows (the sweep's settings: its first job's)."""
     sweep = entries[0][0].sweep
     kind, first, eta = str(sweep.pruner), int(sweep.report_every), int(sweep.reduction_factor)
