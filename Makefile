@@ -68,8 +68,8 @@ lint: install-dev
 
 ## bench: framework overhead against the bare tutorial script (writes benchmarks/results.md);
 ## Q=batched runs one question (or several: Q=startup,memory): loop minibatch logging startup
-## sweeps stopping memory batched tables pruning optuna; BENCH_ARGS=--quick for fewer repetitions,
-## smaller sizes
+## sweeps stopping memory batched tables pruning optuna servers; BENCH_ARGS=--quick for fewer
+## repetitions, smaller sizes
 Q ?=
 BENCH_ARGS ?=
 bench: install-dev

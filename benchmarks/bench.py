@@ -38,6 +38,7 @@ QUESTIONS: dict[str, tuple[tuple[int, ...], str]] = {
     "tables": ((9,), "a 10M-row x 10-feature CSV: read, split, 5 epochs; peak RSS"),
     "pruning": ((10,), "a batched 256-config grid with sweep.pruner=asha vs unpruned"),
     "optuna": ((11,), "32 TPE trials, median pruner: ours vs a hand-written optuna script"),
+    "servers": ((12,), "a PostgreSQL-backed mlflow server at 1, 2, 4 writers vs the SQLite floor"),
 }
 MODULES = {"logging": "logging_floor", "optuna": "optuna_search"}  # not named as a library
 

@@ -87,8 +87,10 @@ def mlflow_server(
     wait: bool = True,
     port: int | None = None,
     cwd: Path | None = None,
+    workers: int = 1,
 ) -> Iterator[MlflowServer]:
-    """`mlflow server --workers 1` on a free loopback port, killed (its process group) on exit.
+    """`mlflow server --workers N` (1 by default) on a free loopback port, killed (its process
+    group) on exit.
 
     With `artifacts_destination` it proxies artifacts (--serve-artifacts). With `wait=False` it
     yields at once, so the caller can work while it boots and call `wait_healthy()` later. `cwd`
@@ -98,7 +100,7 @@ def mlflow_server(
     cmd = [
         str(MLFLOW), "server",
         "--backend-store-uri", backend_store_uri,
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
     ]  # fmt: skip
     if artifacts_destination is not None:
         cmd += ["--serve-artifacts", "--artifacts-destination", str(artifacts_destination)]
