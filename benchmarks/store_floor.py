@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from collections.abc import Callable
 from multiprocessing.synchronize import Barrier
+from typing import Any
 
 NAMES = ("loss", "weight", "bias")
 MAX_METRICS = 1000  # MLflow's log_batch limit
@@ -38,19 +40,50 @@ def _writer(uri: str, experiment_id: str, runs: int, epochs: int, ready: Barrier
     return time.perf_counter() - started
 
 
+def in_parallel(
+    target: Callable[..., Any], argument_lists: list[tuple[Any, ...]]
+) -> tuple[list[Any], float]:
+    """`target(*arguments, ready)` in a process each (spawned: no state shared by a fork): their
+    results, and the seconds from all of them ready (the barrier) until the last is done. A
+    multiprocessing Barrier travels only by inheritance, so each gets it as a Process argument."""
+    context = multiprocessing.get_context("spawn")
+    ready = context.Barrier(len(argument_lists) + 1)
+    results = context.Queue()
+    processes = [context.Process(target=_call, args=(target, arguments, ready, results))
+                 for arguments in argument_lists]  # fmt: skip
+    for process in processes:
+        process.start()
+    try:
+        ready.wait(timeout=300)
+        started = time.perf_counter()
+        values = [results.get(timeout=3600) for _ in processes]
+        elapsed = time.perf_counter() - started
+    finally:
+        for process in processes:
+            process.join(timeout=60)
+            if process.is_alive():
+                process.kill()
+    errors = [value for value in values if isinstance(value, BaseException)]
+    if errors:
+        raise RuntimeError(f"a writer failed: {errors[0]!r}")
+    return values, elapsed
+
+
+def _call(target: Callable[..., Any], arguments: tuple[Any, ...], ready: Barrier,
+          results: Any) -> None:  # fmt: skip
+    try:
+        results.put(target(*arguments, ready))
+    except BaseException as error:
+        ready.abort()  # the parent stops waiting for a writer that will never be ready
+        results.put(error)
+        raise
+
+
 def floor_seconds(uri: str, configs: int, epochs: int, writers: int) -> float:
     """Seconds from all writers ready until the last run has ended."""
     from mlflow.tracking import MlflowClient
 
     experiment_id = MlflowClient(uri).create_experiment(f"floor-{time.time_ns()}")
-    context = multiprocessing.get_context("spawn")
-    ready = context.Barrier(writers + 1)
     shares = [configs // writers + (i < configs % writers) for i in range(writers)]
-    with context.Pool(writers) as pool:
-        pending = [pool.apply_async(_writer, (uri, experiment_id, share, epochs, ready))
-                   for share in shares]  # fmt: skip
-        ready.wait()
-        started = time.perf_counter()
-        for result in pending:
-            result.get(timeout=3600)
-        return time.perf_counter() - started
+    _, seconds = in_parallel(_writer, [(uri, experiment_id, share, epochs) for share in shares])
+    return seconds

@@ -9,12 +9,12 @@ which store to choose when is in docs/operations.md.
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 from dataclasses import dataclass
 from multiprocessing.synchronize import Barrier
 
 from benchmarks.harness import Context, Row, progress
+from benchmarks.store_floor import in_parallel
 from tests.support.servers import mlflow_server, postgres_available, postgres_cluster
 
 NAMES = ("loss", "weight", "bias")
@@ -57,15 +57,8 @@ def points_per_second(uri: str, writers: int, seconds: float) -> float:
     from mlflow.tracking import MlflowClient
 
     experiment_id = MlflowClient(uri).create_experiment(f"writers-{writers}-{time.time_ns()}")
-    context = multiprocessing.get_context("spawn")
-    ready = context.Barrier(writers + 1)
-    with context.Pool(writers) as pool:
-        pending = [pool.apply_async(_writer, (uri, experiment_id, seconds, ready))
-                   for _ in range(writers)]  # fmt: skip
-        ready.wait()
-        started = time.perf_counter()
-        points = sum(result.get(timeout=600) for result in pending)
-        return points / (time.perf_counter() - started)
+    points, elapsed = in_parallel(_writer, [(uri, experiment_id, seconds)] * writers)
+    return sum(points) / elapsed
 
 
 def run(ctx: Context) -> list[Row]:
