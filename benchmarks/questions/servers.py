@@ -4,7 +4,7 @@ points a second, against the SQLite floor (MlflowClient on a SQLite file, one wr
 Each writer is a process of its own with a run of its own, logging 1,000-metric batches back to
 back (MLflow's log_batch limit) for as long; the clock starts when every writer has imported
 MLflow and reached the store (a barrier). What a sweep's writers do, without a sweep around them:
-which store to choose when is in docs/operations.md.
+which store to choose when is in docs/operations.md ("Which store, when").
 """
 
 from __future__ import annotations
