@@ -117,9 +117,10 @@ def run_sync(argv: list[str]) -> int:
     parser.add_argument("--to", help="the tracking URI to deliver to (offline runs need one)")
     args = parser.parse_args(argv)
     try:
+        from linreg_exp.report.sweep import draw
         from linreg_exp.tracking.sync import sync
 
-        for line in sync(args.path, args.to):
+        for line in sync(args.path, args.to, report=draw):  # a spooled sweep's report
             print(line)
     except BaseException as error:
         return report(error)

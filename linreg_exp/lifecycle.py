@@ -51,6 +51,7 @@ from linreg_exp.jobspec import Job, JobResult, Pruner, objective
 from linreg_exp.params import Coefficients, epoch_names, model_payload
 from linreg_exp.progress import Progress
 from linreg_exp.report.pictures import RunPictures
+from linreg_exp.report.pictures import draw as draw_pictures
 from linreg_exp.schema import LinregConfig, option_value
 from linreg_exp.scoring import (
     Reference,
@@ -342,7 +343,7 @@ class Lifecycle:
             metrics["train_seconds"] = time.perf_counter() - self.started
             if cfg.plots.enabled and history.epochs_done:
                 run.job.output_dir.mkdir(parents=True, exist_ok=True)
-                pictures = Task("linreg_exp.report.pictures:draw",
+                pictures = Task(draw_pictures,  # injected: tracking never imports report
                                 run_pictures(cfg, run.job, splits, history, reference))  # fmt: skip
             if outcome is Outcome.COMPLETED:
                 model = model_payload(history.final_coefficients(splits.features),

@@ -64,7 +64,7 @@ def entries(base: Path) -> list[journal.Entry]:
         objective="val_mae",
         direction="maximize",
         register_best="m",
-        report="linreg_exp.report.sweep:draw",
+        report=journal.spooled_report,  # what a sweep's report reads back as: sync hands it one
     )
     config = {"trainer": {"epochs": 3, "lr": 0.5}, "tags": ["a", None, True], "inf": math.inf}
     dataset = DatasetInfo("synthetic", "abc123", {"seed": 7, "data": {"n": 100}})
@@ -159,7 +159,7 @@ def test_a_report_or_an_open_is_not_appended(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
     spool.begin(Open("offline", "linreg"), {}, None)
     with pytest.raises(ValueError, match="drawn"):
-        spool.append(FinishRun("r", Outcome.COMPLETED, report=Task("os:system", "true")))
+        spool.append(FinishRun("r", Outcome.COMPLETED, report=Task(os.system, "true")))
     with pytest.raises(ValueError, match="first line"):
         spool.append(Open("offline", "linreg"))
 
@@ -255,9 +255,31 @@ def malicious_lines(tmp_path: Path) -> list[tuple[list[dict[str, Any] | str], st
         ([OPEN, pickle.dumps(Evil(tmp_path), protocol=0).decode(), CLOSE], "line 2: not a line"),
         (
             [{**OPEN, "parent": report}, CLOSE],
-            "line 1: parent.report 'tests.test_journal:make_marker' is not ours",
+            "line 1: parent.report 'tests.test_journal:make_marker': true or false (a report is "
+            "never named)",
         ),
     ]
+
+
+def test_a_sweeps_report_is_spooled_as_a_flag_and_sync_is_handed_the_function(
+    tmp_path: Path,
+) -> None:
+    """The report crosses no file by name: `true`, read back as the stand-in that sync replaces
+    with the report its caller hands it; version 1's one name reads as `true`."""
+    parent = Parent("s", {}, report=make_marker)
+    obj = journal.encode(Open("offline", "linreg", parent), tmp_path)
+    assert obj["parent"]["report"] is True
+    read = journal.decode(obj, tmp_path)
+    assert isinstance(read, Open) and read.parent is not None
+    assert read.parent.report is journal.spooled_report
+    legacy = {**obj, "parent": {**obj["parent"], "report": journal.LEGACY_REPORT}}
+    legacy_read = journal.decode(legacy, tmp_path)
+    assert isinstance(legacy_read, Open) and legacy_read.parent is not None
+    assert legacy_read.parent.report is journal.spooled_report
+    none = {**obj, "parent": {**obj["parent"], "report": False}}
+    none_read = journal.decode(none, tmp_path)
+    assert isinstance(none_read, Open) and none_read.parent is not None
+    assert none_read.parent.report is None
 
 
 def test_the_malicious_payloads_are_live(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from linreg_exp.errors import TrackingError
 from linreg_exp.lifecycle import flatten
+from linreg_exp.report import sweep as sweep_report
 from linreg_exp.tracking import recorder, uris
 from linreg_exp.tracking import store as mlflow_store
 from linreg_exp.tracking.helper import Helper
@@ -211,7 +212,7 @@ def test_an_unusable_store_is_reported_before_any_run(transport: str) -> None:
 
 
 def test_a_sweep_records_the_parent_with_its_first_run_and_summarises_it(store: str) -> None:
-    parent = Parent("s", {"linreg.kind": "sweep"}, report="linreg_exp.report.sweep:draw")
+    parent = Parent("s", {"linreg.kind": "sweep"}, report=sweep_report.draw)  # the launch's
     tracker = Tracker(InProcess(), Open(store, "linreg", parent))
     assert tracker.opened().parent_run_id is None  # not before a job has started
     runs = [stream(tracker, 50, outcome) for outcome in (Outcome.COMPLETED, Outcome.DIVERGED)]

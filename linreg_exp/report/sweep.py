@@ -1,6 +1,7 @@
 """A sweep's report: sweep.png (the objective against the swept values, every job's loss curve)
 and summary.csv (a row per job), drawn from the SweepSummary its parent's end reads from the
-store (tracking/parent.py runs `draw` as a Task)."""
+store (tracking/parent.py calls `draw`, which the launch hands it). Importing this module does
+not import matplotlib (the launch imports it); drawing does."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import csv
 import math
 from pathlib import Path
 
-from linreg_exp.report import plots
 from linreg_exp.tracking.messages import SweepSummary
 from linreg_exp.vocab import Metric, Outcome
 
@@ -16,6 +16,8 @@ from linreg_exp.vocab import Metric, Outcome
 def draw(summary: SweepSummary, out_dir: str) -> list[Path]:
     """Write sweep.png and summary.csv into `out_dir`; returns their paths. A pruned job has
     no final value to draw (its objective is where it stopped): the picture counts them."""
+    from linreg_exp.report import plots
+
     jobs = [
         plots.SweepJob(
             params=child.params,

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from linreg_exp import signals, startup, tracking
 from linreg_exp.errors import Abort, ConfigError
+from linreg_exp.report import sweep as sweep_report
 from linreg_exp.schema import CONFIG_DIR, TableConfig, validate
 from linreg_exp.sweeps import naming
 from linreg_exp.sweeps.hydra_internals import BASIC_LAUNCHER
@@ -36,7 +37,6 @@ from linreg_exp.vocab import FAILED, KILLED, Tag
 
 log = logging.getLogger(__name__)
 
-SWEEP_REPORT = "linreg_exp.report.sweep:draw"
 
 Jobs = Literal["here", "workers", "scheduler"]
 
@@ -203,7 +203,7 @@ class Launch:
             objective=config.sweep.objective,
             direction=config.sweep.direction,
             register_best=config.mlflow.register_best,
-            report=SWEEP_REPORT,
+            report=sweep_report.draw,  # injected: tracking never imports report
         )
         uri = resolve_tracking_uri(config.mlflow.tracking_uri, Path.cwd())
         name = config.mlflow.experiment_name

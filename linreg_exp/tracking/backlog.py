@@ -18,7 +18,6 @@ from typing import Protocol
 from linreg_exp.tracking.journal import ParentNote, RunNote
 from linreg_exp.tracking.messages import Epochs, FinishRun, Reply, Request, Started, StartRun
 from linreg_exp.tracking.spool import PLACEHOLDER, Spool, with_report_drawn
-from linreg_exp.tracking.tasks import run_task
 
 
 class Delivery(Protocol):
@@ -63,7 +62,7 @@ class Backlog:
         """Spool a request (a run's pictures drawn first, here); answered as the store would."""
         if isinstance(request, FinishRun) and request.report is not None:
             report = request.report  # drawn now, where its data is: the files wait
-            request = with_report_drawn(request, run_task(report.function, report.argument))
+            request = with_report_drawn(request, report.run())
         line, offset, reply = self.spool.add(request)
         if self.drained:
             self.pending.append((line, offset))

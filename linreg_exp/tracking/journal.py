@@ -10,8 +10,10 @@ an unknown kind, with a field we do not know or of the wrong type, is refused, n
   run key had, and its last stored epoch) and Parent (the sweep's parent run id).
 - A run's files are named relative to the spool's directory; a name that leaves it (`..`, an
   absolute path, a link out) is refused, so that sync uploads only what the spool holds.
-- Callables are never named, but for a sweep's report (`Parent.report`), which must be one of
-  REPORTS. A run's report (FinishRun.report, a Task) is drawn before it is spooled.
+- Callables are never named. A sweep's report (`Parent.report`) is written as `true` or `false`
+  and read back as `spooled_report`, a stand-in that sync replaces with the report it is handed;
+  a run's report (FinishRun.report, a Task) is drawn before it is spooled. (Spools of version 1
+  wrote the report's name: the one name we ever wrote reads as `true`.)
 - Floats that are not finite are written as Python's json writes them (NaN, Infinity).
 - A newer version is refused, naming both versions (spool.lines, which also skips a last line
   cut short by a power cut, with a warning).
@@ -38,11 +40,12 @@ from linreg_exp.tracking.messages import (
     Parent,
     Request,
     StartRun,
+    SweepSummary,
 )
 from linreg_exp.vocab import Outcome
 
 VERSION = 1
-REPORTS = frozenset({"linreg_exp.report.sweep:draw"})  # a sweep's report sync may call
+LEGACY_REPORT = "linreg_exp.report.sweep:draw"  # what version 1 wrote for a sweep's report
 _T = TypeVar("_T")
 
 
@@ -84,7 +87,8 @@ def encode(entry: Entry, base: Path) -> dict[str, Any]:
                     "parent": None if parent is None else {
                         "run_name": parent.run_name, "tags": parent.tags, "jobs": parent.jobs,
                         "objective": parent.objective, "direction": parent.direction,
-                        "register_best": parent.register_best, "report": parent.report},
+                        "register_best": parent.register_best,
+                        "report": parent.report is not None},
                     "parent_run_id": entry.parent_run_id, "spool_dir": entry.spool_dir,
                     "outage_timeout": entry.outage_timeout}  # fmt: skip
         case StartRun():
@@ -157,10 +161,19 @@ def decode(obj: dict[str, Any], base: Path) -> Entry:
     return f.done(entry)
 
 
+def spooled_report(summary: SweepSummary, out_dir: str) -> list[str]:
+    """What a spooled sweep's report reads back as: it had one, which sync draws with the
+    report it is handed (sync.sync's `report`). Never called itself."""
+    raise TrackingError("a spooled sweep's report is drawn by the report sync is handed")
+
+
 def _parent(f: _Fields) -> Parent:
-    report = f.text_or_none("report")
-    if report is not None and report not in REPORTS:
-        raise BadLine(f"parent.report {report!r} is not ours: only {', '.join(sorted(REPORTS))}")
+    wanted = f.peek("report")
+    if wanted == LEGACY_REPORT:
+        wanted = True
+    if wanted is not None and type(wanted) is not bool:
+        raise BadLine(f"parent.report {wanted!r}: true or false (a report is never named)")
+    report = spooled_report if wanted else None
     jobs = f.among("jobs", "here", "workers", "scheduler")
     direction = f.among("direction", "minimize", "maximize")
     return Parent(f.text("run_name"), f.texts("tags"),

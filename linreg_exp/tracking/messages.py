@@ -8,7 +8,9 @@ tags and files, as plain picklable data: nothing here imports MLflow, torch or t
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from os import PathLike
 from typing import Any, Literal
 
 from linreg_exp.params import LinearModelSpec as LinearModelSpec  # re-exported: the protocol's
@@ -21,11 +23,19 @@ from linreg_exp.vocab import Outcome
 class Task:
     """Work done where the run is recorded, before its files are logged: drawing its pictures,
     say, in the helper process that already loaded the plotting library, so the job need not.
-    `function` ('module:name') is imported and called with `argument`; it returns the paths of
-    the files it wrote, which are logged with the run."""
+    `function` is called with `argument` and returns the paths of the files it wrote, which are
+    logged with the run. The caller injects it (reporting: tracking never imports report); a
+    module-level function, it crosses the helper's pipe by reference (pickle names it), and a
+    spool never holds one: a run's Task is done before its end is spooled."""
 
-    function: str
+    function: Callable[[Any], Iterable[str | PathLike[str]]]
     argument: object
+
+    def run(self) -> list[str]:
+        return [str(path) for path in self.function(self.argument)]
+
+
+SweepReport = Callable[["SweepSummary", str], Iterable[str | PathLike[str]]]
 
 
 @dataclass(frozen=True)
@@ -41,9 +51,10 @@ class Parent:
 
     Jobs that run elsewhere need the parent's id before they start: it is created at once.
     The best job is the one with the best `objective` metric in its `direction`; its model is
-    registered under `register_best` (alias "best") if that is set. `report` ('module:name') is
-    called with the SweepSummary and the sweep dir when the sweep ends; it returns the files to
-    log on the parent."""
+    registered under `register_best` (alias "best") if that is set. `report`, injected by the
+    launch (reporting: tracking never imports report), is called with the SweepSummary and the
+    sweep dir when the sweep ends; it returns the files to log on the parent. A spool records
+    only that there is one (journal.py); sync is handed the function again."""
 
     run_name: str
     tags: dict[str, str]
@@ -51,7 +62,7 @@ class Parent:
     objective: str = "val_mse"
     direction: Literal["minimize", "maximize"] = "minimize"
     register_best: str | None = None
-    report: str | None = None
+    report: SweepReport | None = None
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 
 from linreg_exp.errors import ConfigError
-from linreg_exp.tracking.messages import ChildRun, Parent, SweepSummary
-from linreg_exp.tracking.tasks import run_task
+from linreg_exp.tracking.messages import ChildRun, Parent, SweepReport, SweepSummary
 from linreg_exp.vocab import FAILED, FINISHED, KILLED, LOSS_CURVE_FILE, RUNNING, Outcome, Tag
 
 IDENTITY = (Tag.JOB_NUM, Tag.CONFIG_HASH)  # a resumed sweep keeps a FINISHED job by these
@@ -240,13 +239,15 @@ def _loss_curve(client: MlflowClient, run_id: str) -> list[tuple[int, float]]:
     return [(int(epoch), float(loss)) for epoch, loss in points if math.isfinite(loss)]
 
 
-def _log_report(client: MlflowClient, parent_id: str, report: str, summary: SweepSummary) -> None:
+def _log_report(
+    client: MlflowClient, parent_id: str, report: SweepReport, summary: SweepSummary
+) -> None:
     """The report's files (sweep.png, summary.csv) in the sweep dir and on the parent."""
     sweep_dir = client.get_run(parent_id).data.tags.get(Tag.SWEEP_DIR)
     scratch = None if sweep_dir and Path(sweep_dir).is_dir() else tempfile.mkdtemp()
     try:
-        for path in run_task(report, summary, scratch or sweep_dir):
-            client.log_artifact(parent_id, path)
+        for path in report(summary, str(scratch or sweep_dir)):
+            client.log_artifact(parent_id, str(path))
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -56,7 +56,6 @@ from linreg_exp.tracking.stream import RunGroup as RunGroup
 from linreg_exp.tracking.stream import RunStream as RunStream
 from linreg_exp.tracking.stream import finished as finished
 from linreg_exp.tracking.stream import reply_of as reply_of
-from linreg_exp.tracking.tasks import run_task
 
 FIRST_BATCH = 1000  # epochs in a batch until the store's rate is known
 SMALLEST_BATCH = 50
@@ -249,5 +248,5 @@ class Tracker:
         assert self.spool is not None
         if isinstance(message, FinishRun) and message.report is not None:
             report = message.report
-            message = with_report_drawn(message, run_task(report.function, report.argument))
+            message = with_report_drawn(message, report.run())
         return self.spool.append(message)

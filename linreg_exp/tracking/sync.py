@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from linreg_exp.errors import TrackingError
-from linreg_exp.tracking.journal import ParentNote, RunNote
+from linreg_exp.tracking.journal import ParentNote, RunNote, spooled_report
 from linreg_exp.tracking.messages import (
     Close,
     Failed,
@@ -32,6 +32,7 @@ from linreg_exp.tracking.messages import (
     Request,
     Started,
     StartRun,
+    SweepReport,
 )
 from linreg_exp.tracking.session import Session
 from linreg_exp.tracking.spool import (
@@ -60,13 +61,14 @@ class _Replay:
     session: Session | None = None
 
 
-def sync(root: Path, to: str | None = None) -> list[str]:
+def sync(root: Path, to: str | None = None, report: SweepReport | None = None) -> list[str]:
     """Deliver every spool under `root`; returns a line about each. Every spool is read (and
-    so checked) before any is delivered."""
+    so checked) before any is delivered. `report`: what draws a spooled sweep's report (the
+    caller's: tracking never imports report), for each sweep whose spool says it had one."""
     spools = sorted(root.rglob(SPOOL_FILE), key=lambda p: (len(p.parts), str(p)))
     if not spools:
         return [f"nothing spooled under {root}"]
-    read = [(path, _read(Spool(path.parent))) for path in spools]
+    read = [(path, _read(Spool(path.parent), report)) for path in spools]
     replays = [replay for _, replay in read if replay is not None]
     lines = [f"{path.parent}: nothing in its spool" for path, replay in read if replay is None]
     known = {k: v for replay in replays for k, v in replay.placeholders.items()}
@@ -78,13 +80,19 @@ def sync(root: Path, to: str | None = None) -> list[str]:
     return lines
 
 
-def _read(spool: Spool) -> _Replay | None:
-    """A spool's requests and notes, and what its state file says was delivered."""
+def _read(spool: Spool, report: SweepReport | None = None) -> _Replay | None:
+    """A spool's requests and notes, and what its state file says was delivered; a sweep that
+    had a report gets `report` (journal.spooled_report)."""
     replay: _Replay | None = None
     for number, entry in spool.entries():
         if replay is None:
             if not isinstance(entry, Open):
                 raise TrackingError(f"{spool.path} line {number}: not a spool (no Open first)")
+            parent = entry.parent
+            if parent is not None and parent.report is spooled_report:
+                entry = dataclasses.replace(
+                    entry, parent=dataclasses.replace(parent, report=report)
+                )
             replay = _Replay(spool, entry, None)  # its parent id: the notes that follow
         elif isinstance(entry, RunNote):
             replay.runs[entry.run] = entry.run_id

@@ -44,7 +44,6 @@ from linreg_exp.tracking.messages import (
     describe_error,
 )
 from linreg_exp.tracking.store import is_outage, open_store
-from linreg_exp.tracking.tasks import run_task
 from linreg_exp.vocab import FAILED, KILLED, Outcome, Tag
 
 log = logging.getLogger(__name__)
@@ -239,7 +238,7 @@ class Writer:
             files = [(file.path, file.directory) for file in request.files]
             if request.report is not None:
                 report = request.report
-                files += [(path, None) for path in run_task(report.function, report.argument)]
+                files += [(path, None) for path in report.run()]
             for path, directory in files:
                 if Path(path).is_file():
                     self._client.log_artifact(run_id, path, directory)
