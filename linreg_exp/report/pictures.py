@@ -5,7 +5,8 @@ held-out sample, predicted_vs_actual.png. With one feature, the line over the da
 training.gif. With more, there is no line to draw over the data, so weights.png shows each
 weight (and the bias) over the epochs instead.
 
-The job describes them (RunPictures) and hands `draw` to tracking as a post-run Task (job.py),
+The job describes them (RunPictures) and hands `draw` to tracking in a post-run Task
+(lifecycle.py),
 which runs where the run is recorded: in the helper process, which imported the plots while the
 job trained (startup.py), or in the job's own process when there is none. So importing this
 module does not import matplotlib; drawing does.
