@@ -12,6 +12,8 @@ datasets and models, so this floor is below anything a sweep can reach.
 from __future__ import annotations
 
 import multiprocessing
+import queue
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing.synchronize import Barrier
@@ -27,7 +29,7 @@ def _writer(uri: str, experiment_id: str, runs: int, epochs: int, ready: Barrier
 
     client = MlflowClient(uri)
     client.get_experiment(experiment_id)  # the store open (its schema checked) before the clock
-    ready.wait()
+    ready.wait(timeout=300)
     started = time.perf_counter()
     now = int(time.time() * 1000)
     for _ in range(runs):
@@ -44,29 +46,52 @@ def in_parallel(
     target: Callable[..., Any], argument_lists: list[tuple[Any, ...]]
 ) -> tuple[list[Any], float]:
     """`target(*arguments, ready)` in a process each (spawned: no state shared by a fork): their
-    results, and the seconds from all of them ready (the barrier) until the last is done. A
-    multiprocessing Barrier travels only by inheritance, so each gets it as a Process argument."""
+    results (in the order they end), and the seconds from all of them ready (the barrier) until
+    the last is done. A multiprocessing Barrier travels only by inheritance, so each gets it as
+    a Process argument. A writer that fails, or dies, fails the measurement: never a hang."""
     context = multiprocessing.get_context("spawn")
     ready = context.Barrier(len(argument_lists) + 1)
     results = context.Queue()
-    processes = [context.Process(target=_call, args=(target, arguments, ready, results))
-                 for arguments in argument_lists]  # fmt: skip
-    for process in processes:
-        process.start()
+    processes = [context.Process(target=_call, args=(target, arguments, ready, results),
+                                 daemon=True) for arguments in argument_lists]  # fmt: skip
+    values: list[Any] = []
     try:
-        ready.wait(timeout=300)
+        for process in processes:
+            process.start()
+        try:
+            ready.wait(timeout=300)
+        except threading.BrokenBarrierError:
+            raise RuntimeError(
+                f"a writer failed before it was ready: {_first(results)!r}"
+            ) from None
         started = time.perf_counter()
-        values = [results.get(timeout=3600) for _ in processes]
+        deadline = started + 3600
+        while len(values) < len(processes):
+            try:
+                values.append(results.get(timeout=1))
+            except queue.Empty:
+                dead = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
+                if dead or time.perf_counter() > deadline:
+                    raise RuntimeError(f"a writer died (exit codes {dead})") from None
         elapsed = time.perf_counter() - started
     finally:
+        ready.abort()  # (a no-op once passed) nobody waits for a writer that will not come
         for process in processes:
-            process.join(timeout=60)
+            process.join(timeout=10)
             if process.is_alive():
                 process.kill()
+                process.join()
     errors = [value for value in values if isinstance(value, BaseException)]
     if errors:
         raise RuntimeError(f"a writer failed: {errors[0]!r}")
     return values, elapsed
+
+
+def _first(results: Any) -> object:
+    try:
+        return results.get(timeout=5)
+    except queue.Empty:
+        return "no word from it"
 
 
 def _call(target: Callable[..., Any], arguments: tuple[Any, ...], ready: Barrier,
@@ -75,7 +100,7 @@ def _call(target: Callable[..., Any], arguments: tuple[Any, ...], ready: Barrier
         results.put(target(*arguments, ready))
     except BaseException as error:
         ready.abort()  # the parent stops waiting for a writer that will never be ready
-        results.put(error)
+        results.put(RuntimeError(repr(error)))  # (plain: the error itself may not pickle)
         raise
 
 

@@ -147,7 +147,7 @@ def test_a_spool_is_json_lines_and_copies_in_the_files_from_elsewhere(tmp_path: 
     lines = (tmp_path / "run" / SPOOL_FILE).read_text().splitlines()
     kinds = [json.loads(line)["kind"] for line in lines]
     assert kinds == ["Open", "StartRun", "Run", "Epochs", "FinishRun", "Close"]
-    assert all(json.loads(line)["v"] == 1 for line in lines)
+    assert all(json.loads(line)["v"] == journal.VERSION == 2 for line in lines)
     files = json.loads(lines[4])["files"]
     assert files[0] == {"path": "fit.png", "directory": None}
     copied = tmp_path / "run" / files[1]["path"]
@@ -162,6 +162,19 @@ def test_a_report_or_an_open_is_not_appended(tmp_path: Path) -> None:
         spool.append(FinishRun("r", Outcome.COMPLETED, report=Task(os.system, "true")))
     with pytest.raises(ValueError, match="first line"):
         spool.append(Open("offline", "linreg"))
+
+
+def test_a_function_handed_to_tracking_must_cross_the_helpers_pipe_by_reference() -> None:
+    """A lambda or a nested function would pickle in no process but the job's: refused in all."""
+
+    def nested(_: object) -> list[str]:
+        return []
+
+    for function in (lambda _: [], nested):
+        with pytest.raises(ValueError, match="module-level function"):
+            Task(function, None)
+        with pytest.raises(ValueError, match="module-level function"):
+            Parent("s", {}, report=function)
 
 
 def write(path: Path, *objs: dict[str, Any] | str) -> Path:
@@ -227,10 +240,10 @@ def test_a_bad_line_before_the_last_is_an_error_naming_it(tmp_path: Path) -> Non
 def test_a_newer_format_is_refused_in_one_line_with_exit_status_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    write(tmp_path / "run", {**OPEN, "v": 2})
+    write(tmp_path / "run", {**OPEN, "v": 3})
     assert run_sync([str(tmp_path), "--to", f"sqlite:///{tmp_path / 'mlflow.db'}"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "version 2" in err and "version 1" in err, err
+    assert err.count("\n") == 1 and "version 3" in err and "version 2" in err, err
     assert not (tmp_path / "mlflow.db").exists()
 
 

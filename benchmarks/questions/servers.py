@@ -39,7 +39,7 @@ def _writer(uri: str, experiment_id: str, seconds: float, ready: Barrier) -> int
 
     client = MlflowClient(uri)
     run_id = client.create_run(experiment_id).info.run_id
-    ready.wait()
+    ready.wait(timeout=300)
     started, step, points = time.perf_counter(), 0, 0
     while time.perf_counter() - started < seconds:
         now = int(time.time() * 1000)

@@ -6,10 +6,9 @@ training.gif. With more, there is no line to draw over the data, so weights.png 
 weight (and the bias) over the epochs instead.
 
 The job describes them (RunPictures) and hands `draw` to tracking in a post-run Task
-(lifecycle.py),
-which runs where the run is recorded: in the helper process, which imported the plots while the
-job trained (startup.py), or in the job's own process when there is none. So importing this
-module does not import matplotlib; drawing does.
+(lifecycle.py), which runs where the run is recorded: in the helper process, which imported the
+plots while the job trained (startup.py), or in the job's own process when there is none. So
+importing this module does not import matplotlib; drawing does.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ from linreg_exp.tracking.messages import (
 )
 from linreg_exp.vocab import Outcome
 
-VERSION = 1
+VERSION = 2  # 2: a sweep's report is a flag; version 1 (its name) is read too
 LEGACY_REPORT = "linreg_exp.report.sweep:draw"  # what version 1 wrote for a sweep's report
 _T = TypeVar("_T")
 

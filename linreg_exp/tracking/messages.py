@@ -31,11 +31,24 @@ class Task:
     function: Callable[[Any], Iterable[str | PathLike[str]]]
     argument: object
 
+    def __post_init__(self) -> None:
+        by_reference(self.function)
+
     def run(self) -> list[str]:
         return [str(path) for path in self.function(self.argument)]
 
 
 SweepReport = Callable[["SweepSummary", str], Iterable[str | PathLike[str]]]
+
+
+def by_reference(function: Callable[..., Any]) -> None:
+    """A function handed to tracking crosses the helper's pipe by reference (pickle names its
+    module and name): a lambda, a nested function or one of `__main__` would fail there, not
+    in the job's own process, so it is refused here, in both."""
+    name, module = getattr(function, "__qualname__", "<?>"), getattr(function, "__module__", "")
+    if "<" in name or module in ("", "__main__"):
+        raise ValueError(f"{module}.{name}: tracking takes a module-level function of an "
+                         "importable module")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,10 @@ class Parent:
     direction: Literal["minimize", "maximize"] = "minimize"
     register_best: str | None = None
     report: SweepReport | None = None
+
+    def __post_init__(self) -> None:
+        if self.report is not None:
+            by_reference(self.report)
 
 
 @dataclass(frozen=True)
