@@ -34,6 +34,7 @@ from linreg_exp.train import (
     Member,
     OwnStep,
     Trainer,
+    as_rows,
     load_optimizer,
     resolve_device,
     step_kind,
@@ -162,10 +163,7 @@ def train(
                       own)  # fmt: skip
     kept = list(range(len(live)))  # the trainer's rows, as the lifecycle numbers them
     for epoch in range(max(r.epochs for r in live)):
-        values = trainer.step(None if life.all_training else life.active[kept])
-        rows = torch.cat(  # [N, 2 + d]: loss, weights, bias (params.epoch_names)
-            (values["loss"].view(-1, 1), values["weight"], values["bias"].view(-1, 1)), 1
-        )
+        rows = as_rows(trainer.step(None if life.all_training else life.active[kept]))
         if len(kept) < len(live):
             every = torch.full((len(live), rows.shape[1]), math.nan)
             every[kept] = rows

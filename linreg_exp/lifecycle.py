@@ -52,7 +52,7 @@ from linreg_exp.params import Coefficients, epoch_names, model_payload
 from linreg_exp.progress import Progress
 from linreg_exp.report.pictures import RunPictures
 from linreg_exp.report.pictures import draw as draw_pictures
-from linreg_exp.schema import LinregConfig, option_value
+from linreg_exp.schema import LinregConfig, loss_name
 from linreg_exp.scoring import (
     Reference,
     compute_reference,
@@ -437,11 +437,6 @@ def build_loss(loss_cfg: Any) -> nn.Module:
     keys = dataclasses.asdict(loss_cfg) if is_schema else dict(loss_cfg)
     spec = {key: value for key, value in keys.items() if key != "name"}
     return cast(nn.Module, instantiate(spec))
-
-
-def loss_name(cfg: LinregConfig) -> str:
-    """The loss option's name (`l1`, `mse`, `huber`, or one of the user's own)."""
-    return str(option_value(cfg.loss, "name", ""))
 
 
 def start_request(

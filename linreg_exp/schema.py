@@ -195,6 +195,11 @@ def option_value(option: Any, key: str, default: Any = None) -> Any:
     return getattr(option, key, default)
 
 
+def loss_name(cfg: LinregConfig) -> str:
+    """The loss option's name (`l1`, `mse`, `huber`, or one of the user's own)."""
+    return str(option_value(cfg.loss, "name", ""))
+
+
 # (schema type, _target_) pairs that the trainer's own vectorised update follows: anything else
 # (another target, a schema's keys given to another class) is a loss or optimizer of your own,
 # built by Hydra's instantiate, where torch refuses keys that are not its own.

@@ -13,7 +13,7 @@ from linreg_exp.baseline import closed_form_optimum, ordinary_least_squares
 from linreg_exp.data import Dataset
 from linreg_exp.history import History
 from linreg_exp.params import Coefficients
-from linreg_exp.schema import DataConfig, LinregConfig, option_value
+from linreg_exp.schema import DataConfig, LinregConfig, loss_name
 from linreg_exp.vocab import Metric, Outcome
 
 
@@ -31,7 +31,7 @@ class Reference:
 
 def compute_reference(data: Dataset, cfg: LinregConfig, loss_fn: nn.Module) -> Reference:
     x, y = data.x.cpu(), data.y.cpu()
-    optimum = closed_form_optimum(str(option_value(cfg.loss, "name", "")), x, y)
+    optimum = closed_form_optimum(loss_name(cfg), x, y)
     optimum_loss = None
     if optimum is not None:
         with torch.no_grad():

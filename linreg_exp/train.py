@@ -272,9 +272,15 @@ def fit(
                       [scaling] if scaling else None, own)  # fmt: skip
     names = epoch_names(data.features)
     for _ in range(epochs):
-        values = trainer.step()
-        row = torch.cat((values["loss"].view(1), values["weight"].view(-1), values["bias"]))
-        yield dict(zip(names, row.tolist(), strict=True))
+        (row,) = as_rows(trainer.step()).tolist()
+        yield dict(zip(names, row, strict=True))
+
+
+def as_rows(record: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A step's parameter record as rows [N, 2 + d]: loss, weights, bias, in the order of
+    params.epoch_names (the one place that lays them out)."""
+    loss, weight, bias = record["loss"], record["weight"], record["bias"]
+    return torch.cat((loss.view(-1, 1), weight, bias.view(-1, 1)), 1)
 
 
 class _Settings:

@@ -15,12 +15,13 @@ from torch import nn
 from linreg_exp.app import register_configs
 from linreg_exp.engine import member_of
 from linreg_exp.errors import ConfigError
-from linreg_exp.lifecycle import build_loss, loss_name
+from linreg_exp.lifecycle import build_loss
 from linreg_exp.schema import (
     AdamConfig,
     HuberLossConfig,
     LinregConfig,
     LossConfig,
+    loss_name,
     typed,
     validate,
     vectorisable,
