@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.support.store import assert_nothing_running
+from tests.support.store import assert_nothing_running, empty_store
 
 if TYPE_CHECKING:
     from tests.support.slurm import SlurmCluster
@@ -123,8 +123,8 @@ def cluster() -> Iterator[SlurmCluster]:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[str]:
-    """A fresh SQLite tracking URI; after the test, no run in it may be left RUNNING."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    """An empty SQLite store of the test's own (tests/support/store.py: empty_store); after the
+    test, no run in it may be left RUNNING."""
+    uri = empty_store(tmp_path / "mlflow.db")
     yield uri
-    if (tmp_path / "mlflow.db").exists():
-        assert_nothing_running(uri)
+    assert_nothing_running(uri)

@@ -20,7 +20,7 @@ from linreg_exp.data import Dataset, make_dataset
 from linreg_exp.schema import DataConfig
 from linreg_exp.train import Member, OwnStep, Trainer, fit
 from tests.conftest import run_cli
-from tests.support.store import points, sweep_runs
+from tests.support.store import empty_store, points, sweep_runs
 
 LOSSES = {"torch.nn.L1Loss": nn.L1Loss, "torch.nn.MSELoss": nn.MSELoss,
           "torch.nn.HuberLoss": nn.HuberLoss}  # fmt: skip
@@ -102,7 +102,7 @@ def test_a_config_that_is_done_stops_moving() -> None:
 
 @pytest.mark.slow
 def test_a_config_that_diverges_stops_there_and_the_others_go_on(tmp_path: Path) -> None:
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = empty_store(tmp_path / "mlflow.db")
     args = ["-m", "hydra/launcher=batched", "loss=mse", "optimizer.lr=0.01,0.03,0.5",
             "trainer.epochs=100", "plots.enabled=false"]  # fmt: skip
     result = run_cli(args, tmp_path, store)
@@ -124,7 +124,7 @@ def test_a_config_that_diverges_stops_there_and_the_others_go_on(tmp_path: Path)
 
 @pytest.mark.slow
 def test_configs_of_other_shapes_train_apart(tmp_path: Path) -> None:
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = empty_store(tmp_path / "mlflow.db")
     args = ["-m", "hydra/launcher=batched", "data.num_data=100,200", "seed=0,1",
             "loss._target_=torch.nn.L1Loss,torch.nn.SmoothL1Loss", "trainer.epochs=30",
             "plots.enabled=false", f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
@@ -149,7 +149,7 @@ def test_a_stop_signal_ends_every_batched_run_killed_with_its_epochs(tmp_path: P
     signum = signal.SIGTERM  # a scheduler's; Ctrl-C: tests/test_reliability.py
     from tests.test_reliability import start_cli, wait_for_running
 
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = empty_store(tmp_path / "mlflow.db")
     args = ["-m", "hydra/launcher=batched", "optimizer.lr=0.01,0.02", "trainer.epochs=100000000",
             "plots.enabled=false", f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
     process = start_cli(args, tmp_path, store)

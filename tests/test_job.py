@@ -107,8 +107,8 @@ def test_a_run_records_its_model_its_held_out_scores_and_its_own_params(
 def test_system_metrics_are_sampled_by_mlflow_for_a_run_long_enough(
     tmp_path: Path, store: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
-    cfg = config("trainer.epochs=12000", "plots.enabled=false")  # a few seconds of streaming
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.05")
+    cfg = config("trainer.epochs=4000", "plots.enabled=false")  # a second or so: 20 samples
     result = run(cfg, Job(output_dir=tmp_path, tracking_uri=store))
     metrics = MlflowClient(store).get_run(result.run_id).data.metrics
     assert "system/cpu_utilization_percentage" in metrics, sorted(metrics)

@@ -19,6 +19,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import cli_env, run_cli
+from tests.support.store import empty_store
 
 pytestmark = pytest.mark.slow
 
@@ -234,7 +235,7 @@ def test_a_sweeps_recorded_command_runs_the_same_sweep_again(tmp_path: Path) -> 
     first, again = tmp_path / "first", tmp_path / "again"
     first.mkdir()
     again.mkdir()
-    result = run_cli([*args, *FAST], first, f"sqlite:///{first / 'mlflow.db'}")
+    result = run_cli([*args, *FAST], first, empty_store(first / "mlflow.db"))
     assert result.returncode == 0, result.stderr
     (parent,), children = runs(f"sqlite:///{first / 'mlflow.db'}")
     assert parent.data.tags["linreg.launcher"] == launcher and len(children) == jobs
@@ -242,7 +243,7 @@ def test_a_sweeps_recorded_command_runs_the_same_sweep_again(tmp_path: Path) -> 
     assert command[:4] == ["python", "-m", "linreg_exp", "-m"]
     assert not any(a.startswith(("hydra.sweep.dir=", "hydra.mode=")) for a in command)
 
-    rerun = run_cli(command[3:], again, f"sqlite:///{again / 'mlflow.db'}")
+    rerun = run_cli(command[3:], again, empty_store(again / "mlflow.db"))
     assert rerun.returncode == 0, rerun.stderr
     (parent_again,), children_again = runs(f"sqlite:///{again / 'mlflow.db'}")
     assert parent_again.data.tags["linreg.launcher"] == launcher

@@ -1,9 +1,10 @@
 """Tracking that survives its server, end to end, each once: an outage ridden out (the
 PostgreSQL behind a real `mlflow server` restarted mid-run); a run spooled past the outage
 timeout that delivers its spool itself once the server is back; a job that dies mid-outage, its
-spool synced; offline sweeps synced. Each ends with every epoch stored once, steps contiguous,
-and no run left RUNNING. The outage policy itself (back-off, the two lines, the clock, the
-spool's drain) is tests/test_transport.py's, on a fake clock, in milliseconds."""
+spool synced. Each ends with every epoch stored once, steps contiguous, and no run left RUNNING.
+An offline sweep synced later is tests/test_slurm.py's (compute nodes that cannot reach the
+server). The outage policy itself (back-off, the two lines, the clock, the spool's drain) is
+tests/test_transport.py's, on a fake clock, in milliseconds."""
 
 from __future__ import annotations
 
@@ -19,14 +20,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from linreg_exp.tracking.journal import ParentNote, RunNote
 from linreg_exp.tracking.messages import Open
 from linreg_exp.tracking.spool import Spool
 from linreg_exp.tracking.sync import sync as sync_spools
-from tests.conftest import cli_env, run_cli
+from tests.conftest import cli_env
 from tests.support.ports import free_port
 from tests.support.servers import (
     MlflowServer,
@@ -35,7 +35,7 @@ from tests.support.servers import (
     postgres_cluster,
     stop_group,
 )
-from tests.support.store import assert_nothing_running, only_run
+from tests.support.store import assert_nothing_running, empty_store, only_run
 
 pytestmark = pytest.mark.slow
 
@@ -47,9 +47,8 @@ class Server:
 
     def __init__(self, root: Path) -> None:
         self.root, self.port = root, free_port()
-        self.store = f"sqlite:///{root / 'server.db'}"
+        self.store = empty_store(root / "server.db")  # its schema, made once
         self.url = f"http://127.0.0.1:{self.port}"
-        MlflowClient(self.store).search_experiments()  # its schema, made once
         self._context: object | None = None
         self.server: MlflowServer | None = None
 
@@ -169,16 +168,16 @@ def test_the_job_killed_outright_during_an_outage_its_helper_spools_what_it_had(
         job.kill()
         job.communicate(timeout=60)
         wait_for("the helper's spool", lambda: (run_dir / "mlflow-spool.jsonl").exists(), 60)
-    with server.up() as again:
-        server.server = again
-        synced = sync(tmp_path)
-        assert synced.returncode == 0, synced.stderr
-        run = only_run(client)
-        assert run.info.status == "KILLED"
-        assert "ended before reporting" in run.data.tags["linreg.failure"]
-        steps = loss_steps(client, run.info.run_id)
-        assert steps == list(range(len(steps))) and len(steps) > 500
-        assert_nothing_running(server.url)
+    # synced straight into the server's store: the server itself is not what is tested here
+    synced = sync(tmp_path, "--to", server.store)
+    assert synced.returncode == 0, synced.stderr
+    store = MlflowClient(server.store)
+    run = only_run(store)
+    assert run.info.status == "KILLED"
+    assert "ended before reporting" in run.data.tags["linreg.failure"]
+    steps = loss_steps(store, run.info.run_id)
+    assert steps == list(range(len(steps))) and len(steps) > 500
+    assert_nothing_running(server.store)
 
 
 def test_a_postgresql_restart_behind_the_server_is_ridden_out(tmp_path: Path) -> None:
@@ -207,47 +206,3 @@ def test_a_postgresql_restart_behind_the_server_is_ridden_out(tmp_path: Path) ->
             outages = (tmp_path / "run" / "mlflow-outages.log").read_text()
             assert outages.count("does not answer") == 1
             assert_nothing_running(server.url)
-
-
-def test_an_offline_sweep_synced_to_a_server_is_the_sweep_it_would_have_been(
-    tmp_path: Path,
-) -> None:
-    sweep = ["-m", "optimizer.lr=0.01,0.1", "trainer.epochs=50"]
-    (tmp_path / "offline").mkdir()
-    (tmp_path / "direct").mkdir()
-    offline = run_cli([*sweep, "mlflow.tracking_uri=offline"], tmp_path / "offline")
-    assert offline.returncode == 0, offline.stderr
-    assert "http" not in offline.stdout + offline.stderr  # no links to runs not yet stored
-    assert "linreg-exp sync" in offline.stdout
-    direct_uri = f"sqlite:///{tmp_path / 'direct.db'}"
-    direct = run_cli(sweep, tmp_path / "direct", direct_uri)
-    assert direct.returncode == 0, direct.stderr
-    server = Server(tmp_path)
-    with server.up() as up:
-        synced = sync(tmp_path / "offline" / "multirun", "--to", up.url)
-        assert synced.returncode == 0, synced.stderr
-        assert_same_sweep(MlflowClient(up.url), MlflowClient(direct_uri))
-        assert_nothing_running(up.url)
-
-
-def assert_same_sweep(synced: MlflowClient, direct: MlflowClient) -> None:
-    """Same runs, names, statuses, final metrics, parent summary and artifacts."""
-
-    def runs(client: MlflowClient) -> dict[str, Run]:
-        experiment = client.get_experiment_by_name("linreg")
-        return {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
-
-    got, want = runs(synced), runs(direct)
-    assert sorted(got) == sorted(want)
-    for name, run in want.items():
-        other = got[name]
-        assert other.info.status == run.info.status == "FINISHED"
-        timing = ("system/", "train_seconds")
-        kept = {k: v for k, v in run.data.metrics.items() if not k.startswith(timing)}
-        assert {k: other.data.metrics.get(k) for k in kept} == kept, name
-        artifacts = {a.path for a in direct.list_artifacts(run.info.run_id)}
-        assert {a.path for a in synced.list_artifacts(other.info.run_id)} == artifacts, name
-        parent = run.data.tags.get("mlflow.parentRunId")
-        if parent is not None:
-            parent_name = direct.get_run(parent).info.run_name
-            assert other.data.tags["mlflow.parentRunId"] == got[parent_name].info.run_id

@@ -34,7 +34,7 @@ from linreg_exp.tracking.recorder import Tracker
 from linreg_exp.train import Member, Trainer
 from linreg_exp.vocab import Outcome
 from tests.conftest import run_cli
-from tests.support.store import sweep_runs
+from tests.support.store import empty_store, sweep_runs
 
 # ---------------------------------------------------------------- the pruners' decisions
 
@@ -179,7 +179,7 @@ def epochs_logged(uri: str, run: Run) -> int:
 
 @pytest.mark.slow
 def test_a_batched_grid_with_asha_prunes_and_picks_the_same_best(tmp_path: Path) -> None:
-    plain, pruned = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    plain, pruned = empty_store(tmp_path / "a.db"), empty_store(tmp_path / "b.db")
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     result = run_cli([*GRID, "sweep.pruner=none"], tmp_path / "a", plain)

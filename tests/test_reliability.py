@@ -25,7 +25,7 @@ from linreg_exp.app import register_configs
 from linreg_exp.errors import ConfigError
 from tests.conftest import CONF_DIR, cli_env, run_cli
 from tests.support.ports import free_port
-from tests.support.store import assert_nothing_running, points_stored, runs_by_status
+from tests.support.store import assert_nothing_running, empty_store, points_stored, runs_by_status
 from tests.support.waiting import wait_until
 
 
@@ -289,7 +289,7 @@ def run_in_process(overrides: list[str], tmp_path: Path, uri: str) -> float:
 @pytest.fixture(scope="module")
 def property_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     path = tmp_path_factory.mktemp("property")
-    return path, f"sqlite:///{path / 'mlflow.db'}"
+    return path, empty_store(path / "mlflow.db")
 
 
 @settings(

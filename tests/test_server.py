@@ -35,7 +35,7 @@ from tests.support.servers import (
     postgres_cluster,
     stop_group,
 )
-from tests.support.store import assert_nothing_running
+from tests.support.store import assert_nothing_running, empty_store
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ class Postgres:
 def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SqliteServer]:
     """A tracking server on a SQLite file, proxying artifacts; still booting when yielded."""
     tmp = tmp_path_factory.mktemp("sqlite-server")
-    store = f"sqlite:///{tmp / 'server.db'}"
+    store = empty_store(tmp / "server.db")
     with mlflow_server(
         store, tmp / "server.log", artifacts_destination=tmp / "artifacts", wait=False
     ) as server:
@@ -212,7 +212,7 @@ def test_parallel_sweep_through_postgres_tracking_server(pg: Postgres, tmp_path:
 
 def test_a_runs_model_is_served_by_mlflow_models_serve(tmp_path: Path) -> None:
     """`mlflow models serve -m runs:/<id>/model --env-manager local` answers /invocations."""
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = empty_store(tmp_path / "mlflow.db")
     proc = run_cli(["trainer.epochs=20", "plots.enabled=false"], tmp_path, tracking_uri=store)
     assert proc.returncode == 0, _output(proc)
     (run,) = _runs(MlflowClient(store), "linreg")

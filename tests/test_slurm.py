@@ -90,21 +90,32 @@ def squeue_ids(cluster: SlurmCluster) -> list[str]:
     return cluster.run("squeue", "-h", "-o", "%i").stdout.split()
 
 
-def test_a_slurm_sweep_lands_and_resumes(cluster: SlurmCluster, tmp_path: Path) -> None:
-    args = [*slurm_args(cluster, tmp_path / "sweep"), "optimizer.lr=0.01,0.03", *FAST]
+def test_a_slurm_sweep_lands_prunes_and_resumes(cluster: SlurmCluster, tmp_path: Path) -> None:
+    """A grid with `sweep.pruner=asha`, one job at a time: the second job, hopeless, reports
+    to the sweep's Optuna study on the shared disk after the first completed, and is pruned at
+    its first rung; it ends FINISHED, with the epochs it trained. Rerun, nothing trains again."""
+    args = [*slurm_args(cluster, tmp_path / "sweep"), "hydra.launcher.array_parallelism=1",
+            "optimizer.lr=0.01,0.0001", "sweep.pruner=asha", "sweep.report_every=10",
+            *FAST]  # fmt: skip
     code, output = finish(start_sweep(cluster, args, tmp_path))
     assert code == 0, output
     parent, children = runs(tmp_path)
     assert parent.info.status == "FINISHED" and parent.data.tags["linreg.launcher"] == (
         "SlurmLauncher"
     )
-    assert sorted(c.info.run_name for c in children) == ["lr=0.01", "lr=0.03"]
+    assert parent.data.metrics["jobs_pruned"] == 1
+    by_name = {c.info.run_name: c for c in children}
+    assert sorted(by_name) == ["lr=0.0001", "lr=0.01"]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    for child in children:
+    pruned = by_name["lr=0.0001"]
+    assert pruned.data.tags["linreg.outcome"] == "pruned"
+    assert pruned.data.tags["linreg.pruned_at_epoch"] == "9"  # its last step: 10 epochs
+    assert by_name["lr=0.01"].data.tags["linreg.outcome"] == "completed"
+    for child, epochs in ((by_name["lr=0.01"], 100), (pruned, 10)):
         assert child.info.status == "FINISHED"
         for key in ("loss", "weight", "bias"):
             steps = sorted(m.step for m in client.get_metric_history(child.info.run_id, key))
-            assert steps == list(range(100))
+            assert steps == list(range(epochs))
         logs = {a.path.rsplit("_", 1)[-1] for a in client.list_artifacts(child.info.run_id, "logs")}
         assert logs == {"log.out", "log.err"}  # submitit's stdout and stderr of the job
 

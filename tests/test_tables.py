@@ -21,7 +21,7 @@ from linreg_exp.data import Scaling, load
 from linreg_exp.errors import ConfigError
 from linreg_exp.schema import TableConfig
 from tests.conftest import cli_env, run_cli
-from tests.support.store import points, sweep_runs
+from tests.support.store import empty_store, points, sweep_runs
 
 FEATURES = ("a", "b", "c")
 TRUE = (1.5, -2.0, 0.5)
@@ -223,7 +223,7 @@ def test_the_basic_and_batched_launchers_agree_on_a_three_feature_grid(tmp_path:
     grid = ["-m", "data=csv", f"data.path={tmp_path / 't.csv'}", "data.target=y",
             "optimizer.lr=0.02", "loss=l1,huber", "optimizer=sgd,adam", "trainer.epochs=60",
             "plots.enabled=false"]  # fmt: skip
-    basic, batched = f"sqlite:///{tmp_path / 'basic.db'}", f"sqlite:///{tmp_path / 'batched.db'}"
+    basic, batched = empty_store(tmp_path / "basic.db"), empty_store(tmp_path / "batched.db")
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     first = run_cli(grid, tmp_path / "a", basic)
     assert first.returncode == 0, first.stderr

@@ -28,7 +28,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, run_cli
 from tests.support.servers import CHROMIUM, MlflowServer, mlflow_server
-from tests.support.store import points_stored
+from tests.support.store import empty_store, points_stored
 from tests.test_reliability import start_endless_run, wait_for_points
 
 pytestmark = pytest.mark.slow
@@ -99,8 +99,7 @@ def _server_on(tmp_path: Path) -> Iterator[tuple[str, MlflowServer]]:
     """A SQLite store (its schema made first) and a tracking server reading it, still booting."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    MlflowClient(store).search_experiments()  # the schema, before two processes open the file
+    store = empty_store(tmp_path / "mlflow.db")  # the schema, before two processes open it
     with mlflow_server(
         store, tmp_path / "server.log", default_artifact_root=tmp_path / "mlruns", wait=False
     ) as server:

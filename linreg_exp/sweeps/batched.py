@@ -38,6 +38,10 @@ from linreg_exp.sweeps.pruning import program_pruner
 
 log = logging.getLogger(__name__)
 
+# A writer beyond the launch's own pays for its process (importing MLflow: about 2 s of CPU) before
+# it writes anything; it is worth that only for a batch whose runs keep one writer busy.
+JOBS_PER_WRITER = 16
+
 
 @dataclass(frozen=True)
 class Composed:
@@ -53,10 +57,12 @@ def launch(
     writers: int = 2,
 ) -> list[JobReturn]:
     """Run the jobs; their JobReturns, for the sweeper (its objective, or the job's error).
-    `writers`: processes that record the runs, in parallel."""
+    `writers`: processes that record the runs, in parallel, at most (one per JOBS_PER_WRITER
+    jobs of the batch)."""
     launch_ = LaunchCallback.launch_in(hydra_context)
     log.info("Launching %d jobs as one program (hydra/launcher=batched)", len(job_overrides))
-    trackers = launch_.writers(max(1, writers))  # the first batch's start while jobs compose
+    wanted = min(writers, -(-len(job_overrides) // JOBS_PER_WRITER))  # one per 16 jobs, at most
+    trackers = launch_.writers(max(1, wanted))  # the first batch's start while jobs compose
     jobs = compose(config, hydra_context, job_overrides, initial_job_idx, launch_.info)
     entries = [(typed(item.cfg), item.job) for item in jobs if isinstance(item, Composed)]
     from linreg_exp.engine import run_programs  # torch

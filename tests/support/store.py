@@ -9,8 +9,12 @@ this module without paying for MLflow.
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import sqlite3
+import tempfile
 from contextlib import suppress
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,6 +62,31 @@ def points_stored(db: Path) -> int:
                 "(select run_uuid from runs order by start_time desc limit 1)"
             ).fetchone()[0]
         )
+
+
+# ---------------------------------------------------------------- a store to begin with
+
+
+@cache
+def _empty_store_template() -> Path:
+    from mlflow.tracking import MlflowClient
+
+    folder = tempfile.mkdtemp(prefix="linreg-store-template-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = Path(folder) / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+def empty_store(db: Path) -> str:
+    """An SQLite store at `db` with MLflow's schema made, and its tracking URI. MLflow makes a
+    new store's tables in about 2 s of CPU, in the first process to open it: a copy of one made
+    once a process saves that for each test, which would otherwise pay it in its job's first
+    run (a brand-new store's first opens are tests/test_concurrency.py's, and a user's first run
+    is tests/test_cli.py's)."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_empty_store_template(), db)
+    return f"sqlite:///{db}"
 
 
 # ---------------------------------------------------------------- through MlflowClient
