@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import cli_env
-from tests.support.store import runs_by_status
+from tests.support.store import empty_store, runs_by_status
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -113,7 +113,7 @@ for run_id in run_ids:
 def test_jobs_on_the_same_data_log_it_at_once(tmp_path: Path) -> None:
     """The jobs of a sweep often share their data (the same seed) and log it as the same
     dataset at the same moment, from parallel processes (joblib, SLURM): each run gets it."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = empty_store(tmp_path / "mlflow.db")
     subprocess.run([sys.executable, "-c", "from linreg_exp.tracking.store import open_store; "
                     f"open_store({uri!r}, 'linreg')"], env=cli_env(), check=True)  # fmt: skip
     processes = [

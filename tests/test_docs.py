@@ -44,6 +44,7 @@ from typing import Any, cast
 import pytest
 
 from tests.conftest import REPO, assert_nothing_running, run_cli
+from tests.support.store import empty_store
 
 DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 README_MAX_LINES = 200
@@ -464,7 +465,7 @@ def run_quick(
         for name, content in command.files:
             (cwd / name).parent.mkdir(parents=True, exist_ok=True)
             (cwd / name).write_text(content)
-        store = f"sqlite:///{cwd / 'mlflow.db'}"
+        store = empty_store(cwd / "mlflow.db")
         return run_cli(list(command.argv), cwd, tracking_uri=store, timeout=300), store
 
     with ThreadPoolExecutor(max_workers=2) as pool:

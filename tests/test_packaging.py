@@ -13,6 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, cli_env
+from tests.support.store import empty_store
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +55,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_installed(python: Path, args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = cli_env(f"sqlite:///{cwd / 'mlflow.db'}")
+    env = cli_env(empty_store(cwd / "mlflow.db"))
     return subprocess.run(
         [str(python), "-m", "linreg_exp", *args, f"hydra.run.dir={cwd / 'run'}"],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
@@ -152,7 +153,7 @@ def test_the_batched_launcher_is_found_in_the_wheel(installed: Path, tmp_path: P
     """Hydra finds hydra/launcher=batched where it finds plugins, in the installed wheel."""
     args = ["-m", "hydra/launcher=batched", "optimizer.lr=0.01,0.02", "trainer.epochs=5",
             "plots.enabled=false"]  # fmt: skip
-    env = cli_env(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    env = cli_env(empty_store(tmp_path / "mlflow.db"))
     result = subprocess.run(
         [str(installed), "-m", "linreg_exp", *args, f"hydra.sweep.dir={tmp_path / 'sweep'}"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,

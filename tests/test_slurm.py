@@ -20,6 +20,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from tests.support.slurm import SlurmCluster
+from tests.support.store import empty_store
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +41,10 @@ def slurm_args(cluster: SlurmCluster, sweep_dir: Path) -> list[str]:
 def start_sweep(cluster: SlurmCluster, args: list[str], tmp_path: Path) -> subprocess.Popen[str]:
     """The launching process, on this machine (a login node), with the cluster's environment."""
     env = {k: v for k, v in cluster.env.items() if not k.startswith(("MLFLOW_", "HYDRA_"))}
-    env |= {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "PYTHONUNBUFFERED": "1"}
+    db = tmp_path / "mlflow.db"
+    if "mlflow.tracking_uri=offline" not in args and not db.exists():
+        empty_store(db)
+    env |= {"MLFLOW_TRACKING_URI": f"sqlite:///{db}", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "linreg_exp", *args],
         cwd=tmp_path,

@@ -106,7 +106,10 @@ def _server_on(tmp_path: Path) -> Iterator[tuple[str, MlflowServer]]:
         yield store, server
 
 
-def test_sweep_in_the_mlflow_ui(tmp_path: Path) -> None:
+def test_a_sweep_and_a_live_run_in_the_mlflow_ui(tmp_path: Path) -> None:
+    """One server and one browser: a finished sweep as the UI shows it (the link it printed,
+    the runs table, a child's page), then the run page a user keeps open while a run trains:
+    its loss chart gains points at the UI's next refresh."""
     from playwright.sync_api import expect
 
     # The server boots (~10 s) while the sweep runs (~20 s): it only reads the store.
@@ -131,39 +134,38 @@ def test_sweep_in_the_mlflow_ui(tmp_path: Path) -> None:
                                 expect)  # fmt: skip
             _check_runs_table(page, server.url, experiment_id, parent, children, expect)
             _check_run_page(page, server.url, experiment_id, child, expect)
+            _check_live_chart(page, tmp_path, store, server.url, expect)
 
 
-def test_a_running_runs_chart_grows_while_it_trains(tmp_path: Path) -> None:
-    """The run page a user keeps open: its loss chart gains points at the UI's next refresh."""
-    from playwright.sync_api import expect
-
-    with _server_on(tmp_path) as (store, server):
-        process = start_endless_run(tmp_path, store)
-        try:
-            wait_for_points(tmp_path / "mlflow.db", process, more_than=100)
-            client = MlflowClient(store)
-            experiment = client.get_experiment_by_name("linreg")
-            (run,) = client.search_runs([experiment.experiment_id])
-            server.wait_healthy()
-            with _browser(tmp_path) as page, _screenshot_on_failure(page, "ui-live-chart"):
-                page.clock.install()  # the UI's 30 s refresh timer, fast-forwarded below
-                page.goto(f"{server.url}/#/experiments/{experiment.experiment_id}/runs/"
-                          f"{run.info.run_id}")  # fmt: skip
-                card = _metric_card(page, "loss", expect)
-                first = _last_step_drawn(card)
-                db = tmp_path / "mlflow.db"
-                wait_for_points(db, process, more_than=points_stored(db))  # a batch more
-                deadline, refreshed = time.monotonic() + 60, 0.0
-                while (last := _last_step_drawn(card)) <= first:
-                    assert time.monotonic() < deadline, f"the chart stayed at step {last}"
-                    if time.monotonic() - refreshed > 5:  # the next refresh, if one came early
-                        page.clock.fast_forward(31_000)
-                        refreshed = time.monotonic()
-                    time.sleep(0.25)
-                assert run.info.status == "RUNNING"
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.communicate(timeout=60)
+def _check_live_chart(page: Any, tmp_path: Path, store: str, base: str, expect: Any) -> None:
+    """A running run's page: its loss chart gains points at the UI's next refresh (its 30 s
+    timer, fast-forwarded)."""
+    db, client = tmp_path / "mlflow.db", MlflowClient(store)
+    experiment = client.get_experiment_by_name("linreg")
+    assert experiment is not None
+    before = {r.info.run_id for r in client.search_runs([experiment.experiment_id])}
+    process = start_endless_run(tmp_path, store)  # the sweep's runs have ended
+    try:
+        wait_for_points(db, process, more_than=100)
+        (run,) = [r for r in client.search_runs([experiment.experiment_id])
+                  if r.info.run_id not in before]  # fmt: skip
+        with _screenshot_on_failure(page, "ui-live-chart"):
+            page.clock.install()  # the UI's 30 s refresh timer, fast-forwarded below
+            page.goto(f"{base}/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}")
+            card = _metric_card(page, "loss", expect)
+            first = _last_step_drawn(card)
+            wait_for_points(db, process, more_than=points_stored(db))  # a batch more
+            deadline, refreshed = time.monotonic() + 60, 0.0
+            while (last := _last_step_drawn(card)) <= first:
+                assert time.monotonic() < deadline, f"the chart stayed at step {last}"
+                if time.monotonic() - refreshed > 5:  # the next refresh, if one came early
+                    page.clock.fast_forward(31_000)
+                    refreshed = time.monotonic()
+                time.sleep(0.25)
+            assert run.info.status == "RUNNING"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
 
 
 def _metric_card(page: Any, key: str, expect: Any) -> Any:
