@@ -190,7 +190,7 @@ def test_a_postgresql_restart_behind_the_server_is_ridden_out(tmp_path: Path) ->
             client = MlflowClient(server.url)
             job = start_job([*LONG, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, server.url)
             wait_for("epochs stored", lambda: stored(client) > 1000)
-            database.restart(down_for=15)
+            database.restart(down_for=5)  # a few of its sends fail, none is lost
             before = stored(client)
             wait_for("epochs delivered late, and more", lambda: stored(client) > before + 2000)
             job.send_signal(signal.SIGTERM)
