@@ -45,9 +45,14 @@ BAD_INPUT = [
     (["-m", "optimizer.lr=0.1,0.2", "sweep.pruner=asap"], "sweep.pruner=asap"),  # no parent
     (["-m", "loss=l1,l3"], "loss=l3"),
     (
-        ["-m", "optimizer.lr=0.1,0.2", "mlflow.tracking_uri=sqlite:////proc/no/dir/m.db"],
+        [
+            "-m",
+            "hydra/launcher=batched",
+            "optimizer.lr=0.1,0.2",
+            "mlflow.tracking_uri=sqlite:////proc/no/dir/m.db",
+        ],
         "mlflow.",
-    ),  # rejected by Hydra's sweeper, after the sweep started
+    ),  # the store, found unusable once the sweep started: its sweep dir is removed
 ]
 if not torch.cuda.is_available():
     BAD_INPUT.append((["device=cuda"], "device=cuda"))

@@ -67,6 +67,8 @@ def launch(
     entries = [(typed(item.cfg), item.job) for item in jobs if isinstance(item, Composed)]
     from linreg_exp.engine import run_programs  # torch
 
+    launch_.announce(wait=True)  # the parent's link, once its store (opening meanwhile) made it
+
     results = iter(run_programs(entries, trackers, program_pruner))
     returns = []
     for overrides, item in zip(job_overrides, jobs, strict=True):

@@ -15,7 +15,7 @@ import logging
 import shlex
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -50,6 +50,7 @@ class LaunchInfo:
     multirun: bool
     swept: tuple[str, ...] = ()  # the keys a sweep varies: they name its jobs' runs
     parent_run_id: str | None = None  # known before any job starts where jobs run elsewhere
+    # (jobs_need_parent_id); for the batched launcher's writers, once they start (writers)
     jobs: Jobs = "here"  # where the jobs run (messages.Parent)
     outage_timeout: float = 300.0  # mlflow.outage_timeout
 
@@ -95,6 +96,15 @@ def jobs_of(launcher: str) -> Jobs:
     if launcher == BASIC_LAUNCHER:
         return "here"
     return "scheduler" if "submitit" in launcher else "workers"
+
+
+def jobs_need_parent_id(launcher: str) -> bool:
+    """Whether jobs in other processes need the parent run's id before the first starts
+    (joblib's workers, submitit's jobs: the launch waits for its store to create it). The
+    batched launcher's jobs run here; only its extra writers need the id, and they ask for it
+    when they start (Launch.writers), so that the launching process composes the sweep and
+    imports torch while its helper imports MLflow and opens the store (about 2 s of each)."""
+    return jobs_of(launcher) != "here" and "linreg_exp_batched" not in launcher
 
 
 def check_shared(config: DictConfig, swept: Mapping[str, str]) -> None:
@@ -211,7 +221,7 @@ class Launch:
         request = Open(uri, name, parent, spool_dir=str(sweep_dir), outage_timeout=timeout)
         tracker = tracking.in_helper(request, startup.HELPER_PRELOAD)
         parent_run_id = None
-        if parent.jobs != "here":
+        if jobs_need_parent_id(launcher):
             try:
                 parent_run_id = tracker.opened().parent_run_id
             except BaseException:
@@ -222,9 +232,12 @@ class Launch:
         launch.announce()
         return launch
 
-    def announce(self) -> None:
-        """Say once where the sweep's parent run is, as soon as it exists."""
+    def announce(self, wait: bool = False) -> None:
+        """Say once where the sweep's parent run is, as soon as it exists (`wait`: for its
+        store to create it, where it is created before the jobs: the batched launcher's)."""
         parent_run_id = self.tracker.parent_run_id
+        if wait and parent_run_id is None and self.info.jobs != "here":
+            parent_run_id = self.tracker.opened().parent_run_id
         if not self.info.multirun or self._announced or parent_run_id is None:
             return
         if is_offline(self.info.tracking_uri):  # its run id is a placeholder until synced
@@ -243,6 +256,8 @@ class Launch:
         They are started at the first batch and kept for the sweep, so that a sweeper launching
         batch after batch (Optuna's) pays for their start once, and a batch's runs are stored
         while the next one trains; `close` ends them before the parent is summarised."""
+        if count > 1 and self.info.parent_run_id is None and self.info.multirun:
+            self.info = replace(self.info, parent_run_id=self.tracker.opened().parent_run_id)
         info, spool = self.info, self.tracker.open_request.spool_dir
         while len(self.extra_writers) < count - 1:
             number = len(self.extra_writers) + 1
@@ -263,7 +278,7 @@ class Launch:
         finally:
             if self.lock is not None:
                 self.lock.release()
-        if self.fresh_sweep_dir and self.info.jobs == "here" and not self.tracker.runs_started:
+        if self.fresh_sweep_dir and self.tracker.parent_run_id is None:  # never ran: no parent
             shutil.rmtree(self.fresh_sweep_dir, ignore_errors=True)  # rejected: nothing to keep
         if closed.summary is not None:
             log.info("%s", closed.summary)
