@@ -1,10 +1,10 @@
 """Tracking that survives its server, end to end, each once: an outage ridden out (the
 PostgreSQL behind a real `mlflow server` restarted mid-run); a run spooled past the outage
 timeout that delivers its spool itself once the server is back; a job that dies mid-outage, its
-spool synced. Each ends with every epoch stored once, steps contiguous, and no run left RUNNING.
-An offline sweep synced later is tests/test_slurm.py's (compute nodes that cannot reach the
-server). The outage policy itself (back-off, the two lines, the clock, the spool's drain) is
-tests/test_transport.py's, on a fake clock, in milliseconds."""
+spool synced; an offline sweep synced through a server (on SLURM: tests/test_slurm.py). Each ends
+with every epoch stored once, steps contiguous, and no run left RUNNING. The outage policy itself
+(back-off, the two lines, the clock, the spool's drain) is tests/test_transport.py's, on a fake
+clock, in milliseconds."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from linreg_exp.tracking.journal import ParentNote, RunNote
 from linreg_exp.tracking.messages import Open
 from linreg_exp.tracking.spool import Spool
 from linreg_exp.tracking.sync import sync as sync_spools
-from tests.conftest import cli_env
+from tests.conftest import cli_env, run_cli
 from tests.support.ports import free_port
 from tests.support.servers import (
     MlflowServer,
@@ -35,7 +35,7 @@ from tests.support.servers import (
     postgres_cluster,
     stop_group,
 )
-from tests.support.store import assert_nothing_running, empty_store, only_run
+from tests.support.store import assert_nothing_running, empty_store, only_run, sweep_runs
 
 pytestmark = pytest.mark.slow
 
@@ -206,3 +206,31 @@ def test_a_postgresql_restart_behind_the_server_is_ridden_out(tmp_path: Path) ->
             outages = (tmp_path / "run" / "mlflow-outages.log").read_text()
             assert outages.count("does not answer") == 1
             assert_nothing_running(server.url)
+
+
+def test_an_offline_sweep_synced_to_a_server_lands_whole(tmp_path: Path) -> None:
+    """The basic launcher's offline sweep (its parent a placeholder until synced, made with its
+    first job's run) synced through a server that proxies artifacts: the pictures are drawn at
+    sync time, the sweep's report with them."""
+    sweep_dir = tmp_path / "multirun"
+    offline = run_cli(["-m", "optimizer.lr=0.01,0.1", "trainer.epochs=50",
+                       "mlflow.tracking_uri=offline"], tmp_path)  # fmt: skip
+    assert offline.returncode == 0, offline.stderr
+    assert "http" not in offline.stdout + offline.stderr  # no links to runs not yet stored
+    assert f"linreg-exp sync {sweep_dir} --to URI" in offline.stdout + offline.stderr
+    server = Server(tmp_path)
+    with server.up() as up:
+        synced = sync(sweep_dir, "--to", up.url)
+        assert synced.returncode == 0, synced.stderr
+        client = MlflowClient(up.url)
+        parent, children = sweep_runs(up.url)
+        assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_finished"] == 2
+        assert parent.data.tags["linreg.best_run_id"] in {c.info.run_id for c in children}
+        assert {"summary.csv", "sweep.png"} <= {a.path for a in client.list_artifacts(
+            parent.info.run_id)}  # fmt: skip
+        for child in children:
+            assert child.info.status == "FINISHED"
+            assert loss_steps(client, child.info.run_id) == list(range(50))
+            drawn = {a.path for a in client.list_artifacts(child.info.run_id)}
+            assert {"fit.png", "loss_curve.png", "training.gif"} <= drawn, drawn
+        assert_nothing_running(up.url)

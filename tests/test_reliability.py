@@ -53,6 +53,15 @@ BAD_INPUT = [
         ],
         "mlflow.",
     ),  # the store, found unusable once the sweep started: its sweep dir is removed
+    (
+        [
+            "-m",
+            "hydra/launcher=joblib",
+            "optimizer.lr=0.1,0.2",
+            "mlflow.tracking_uri=sqlite:////proc/no/dir/m.db",
+        ],
+        "mlflow.",
+    ),  # the store, unusable as the sweep opens its parent (its jobs need its id)
 ]
 if not torch.cuda.is_available():
     BAD_INPUT.append((["device=cuda"], "device=cuda"))

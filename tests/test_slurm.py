@@ -98,6 +98,8 @@ def test_a_slurm_sweep_lands_prunes_and_resumes(cluster: SlurmCluster, tmp_path:
     """A grid with `sweep.pruner=asha`, one job at a time: the second job, hopeless, reports
     to the sweep's Optuna study on the shared disk after the first completed, and is pruned at
     its first rung; it ends FINISHED, with the epochs it trained. Rerun, nothing trains again."""
+    # one at a time: SLURM starts a throttled array's tasks in index order, so job 0 reaches
+    # each rung first (alone there, it goes on) and job 1 meets it there
     args = [*slurm_args(cluster, tmp_path / "sweep"), "hydra.launcher.array_parallelism=1",
             "optimizer.lr=0.01,0.0001", "sweep.pruner=asha", "sweep.report_every=10",
             *FAST]  # fmt: skip

@@ -130,6 +130,8 @@ def test_a_killed_sweep_resumes_keeping_its_finished_jobs(tmp_path: Path, store:
     wait_for_running(tmp_path / "mlflow.db", process, count=2)  # the parent and a 5000-epoch job
     process.kill()  # outright, mid-job
     process.communicate(timeout=60)
+    ended = lambda: "RUNNING" not in runs_by_status(tmp_path / "mlflow.db")  # noqa: E731
+    wait_until(ended, 60, "the helper ending the killed runs", interval=0.2)  # and all it had
     first = {r.info.run_id: r.info.status for r in sweep_dir_runs(store, tmp_path)}
 
     result = run_cli(args, tmp_path, store, timeout=300)

@@ -149,6 +149,7 @@ def _check_live_chart(page: Any, tmp_path: Path, store: str, base: str, expect: 
         wait_for_points(db, process, more_than=100)
         (run,) = [r for r in client.search_runs([experiment.experiment_id])
                   if r.info.run_id not in before]  # fmt: skip
+        page = page.context.new_page()  # the app loaded afresh, under the installed clock
         with _screenshot_on_failure(page, "ui-live-chart"):
             page.clock.install()  # the UI's 30 s refresh timer, fast-forwarded below
             page.goto(f"{base}/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}")

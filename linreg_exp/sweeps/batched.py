@@ -62,7 +62,7 @@ def launch(
     launch_ = LaunchCallback.launch_in(hydra_context)
     log.info("Launching %d jobs as one program (hydra/launcher=batched)", len(job_overrides))
     wanted = min(writers, -(-len(job_overrides) // JOBS_PER_WRITER))  # one per 16 jobs, at most
-    trackers = launch_.writers(max(1, wanted))  # the first batch's start while jobs compose
+    trackers = launch_.writers(max(1, wanted))  # their processes start while jobs compose
     jobs = compose(config, hydra_context, job_overrides, initial_job_idx, launch_.info)
     entries = [(typed(item.cfg), item.job) for item in jobs if isinstance(item, Composed)]
     from linreg_exp.engine import run_programs  # torch

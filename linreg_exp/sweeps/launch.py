@@ -28,7 +28,7 @@ from linreg_exp.report import sweep as sweep_report
 from linreg_exp.schema import CONFIG_DIR, TableConfig, validate
 from linreg_exp.sweeps import naming
 from linreg_exp.sweeps.hydra_internals import BASIC_LAUNCHER
-from linreg_exp.sweeps.pruning import prepare_study
+from linreg_exp.sweeps.pruning import BATCHED_LAUNCHER, prepare_study
 from linreg_exp.tracking.messages import Closed, Open, Parent, describe_error
 from linreg_exp.tracking.recorder import Tracker
 from linreg_exp.tracking.spool import is_offline
@@ -104,7 +104,7 @@ def jobs_need_parent_id(launcher: str) -> bool:
     batched launcher's jobs run here; only its extra writers need the id, and they ask for it
     when they start (Launch.writers), so that the launching process composes the sweep and
     imports torch while its helper imports MLflow and opens the store (about 2 s of each)."""
-    return jobs_of(launcher) != "here" and "linreg_exp_batched" not in launcher
+    return jobs_of(launcher) != "here" and BATCHED_LAUNCHER not in launcher
 
 
 def check_shared(config: DictConfig, swept: Mapping[str, str]) -> None:
@@ -185,8 +185,10 @@ class Launch:
         try:
             prepare_study(config, sweep_dir)
             launch = cls._open_sweep(config, sweep_dir, lock)
-        except BaseException:
+        except BaseException:  # its study or its store cannot be used: nothing ran, nothing kept
             lock.release()
+            if fresh:
+                shutil.rmtree(sweep_dir, ignore_errors=True)
             raise
         launch.fresh_sweep_dir = sweep_dir if fresh else None
         return launch
@@ -278,8 +280,10 @@ class Launch:
         finally:
             if self.lock is not None:
                 self.lock.release()
-        if self.fresh_sweep_dir and self.tracker.parent_run_id is None:  # never ran: no parent
-            shutil.rmtree(self.fresh_sweep_dir, ignore_errors=True)  # rejected: nothing to keep
+        # rejected: no parent reported, no run asked for (whose parent may exist unreported)
+        never_ran = self.tracker.parent_run_id is None and not self.tracker.runs_started
+        if self.fresh_sweep_dir and never_ran:
+            shutil.rmtree(self.fresh_sweep_dir, ignore_errors=True)  # nothing to keep
         if closed.summary is not None:
             log.info("%s", closed.summary)
         if lost:

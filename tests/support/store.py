@@ -13,6 +13,7 @@ import atexit
 import shutil
 import sqlite3
 import tempfile
+import threading
 from contextlib import suppress
 from functools import cache
 from pathlib import Path
@@ -67,6 +68,9 @@ def points_stored(db: Path) -> int:
 # ---------------------------------------------------------------- a store to begin with
 
 
+_TEMPLATE_LOCK = threading.Lock()  # made once a process, whichever thread asks first
+
+
 @cache
 def _empty_store_template() -> Path:
     from mlflow.tracking import MlflowClient
@@ -85,7 +89,9 @@ def empty_store(db: Path) -> str:
     run (a brand-new store's first opens are tests/test_concurrency.py's, and a user's first run
     is tests/test_cli.py's)."""
     db.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(_empty_store_template(), db)
+    with _TEMPLATE_LOCK:  # MLflow's migrations in two threads of one process trip each other
+        template = _empty_store_template()
+    shutil.copyfile(template, db)
     return f"sqlite:///{db}"
 
 
