@@ -75,7 +75,7 @@ class JobRunner:
         try:
             from linreg_exp.job import run  # torch: imported while the store opens
 
-            result = run(cfg, job, assignment.tracker)
+            result = run(schema.typed(cfg), job, assignment.tracker)  # validated first
         except Exception as error:
             rejected = assignment.tracker.runs_started == runs_before  # before its run existed
             if rejected and assignment.fresh_output_dir:  # leave nothing behind, no empty dir

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -301,42 +300,6 @@ def _tensors(
     if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
         raise ConfigError(f"{key}: {path.name} holds a value too large for float32 or infinite")
     return x, y
-
-
-# ---------------------------------------------------------------- standardisation
-
-
-@dataclass(frozen=True)
-class Scaling:
-    """Features scaled to mean 0 and standard deviation 1 on the training split
-    (`model.standardize`): training sees scaled features, and the weights it reports are given
-    back in the original units (`original`)."""
-
-    mean: torch.Tensor  # [d]
-    std: torch.Tensor  # [d]
-
-    @classmethod
-    def of(cls, train: Dataset) -> Scaling:
-        mean, std = train.x.double().mean(0), train.x.double().std(0, correction=0)
-        for name, spread in zip(train.features, std.tolist(), strict=True):
-            if not spread > 0 or not math.isfinite(spread):
-                raise ConfigError(
-                    f"model.standardize=true: feature {name!r} is constant on the training "
-                    "split; drop it (data.features) or set model.standardize=false"
-                )
-        return cls(mean.float(), std.float())
-
-    def apply(self, data: Dataset) -> Dataset:
-        mean, std = self.mean.to(data.x.device), self.std.to(data.x.device)
-        return Dataset((data.x - mean) / std, data.y, data.features)
-
-    def original(
-        self, weight: torch.Tensor, bias: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Weights [N, d] and biases [N] on scaled features, in the features' own units."""
-        std, mean = self.std.to(weight), self.mean.to(weight)
-        unscaled = weight / std
-        return unscaled, bias - (unscaled * mean).sum(-1)
 
 
 # ---------------------------------------------------------------- lineage

@@ -16,29 +16,18 @@ launch); once rows are pruned, the rows that go on are gathered into smaller ten
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-import torch
-from hydra.utils import instantiate
-
 from linreg_exp import data as datasets
-from linreg_exp.data import Scaling, resolve
+from linreg_exp.data import resolve
 from linreg_exp.errors import TrackingError
 from linreg_exp.jobspec import Job, JobResult, Pruner
-from linreg_exp.lifecycle import Lifecycle, build_loss
+from linreg_exp.lifecycle import Lifecycle
+from linreg_exp.options import own_loss_and_optimizer
 from linreg_exp.schema import LinregConfig, TableConfig, option_value, vectorisable
 from linreg_exp.tracking.recorder import Tracker
-from linreg_exp.train import (
-    Member,
-    OwnStep,
-    Trainer,
-    as_rows,
-    load_optimizer,
-    resolve_device,
-    step_kind,
-)
+from linreg_exp.train import Member, OwnStep, Scaling, Trainer, resolve_device, step_kind
 
 log = logging.getLogger(__name__)
 
@@ -115,17 +104,18 @@ def run_program(
     pruner: Pruner | None = None,
 ) -> list[JobResult | Exception]:
     """One program for configs of the same shapes (shape_of): each config's result, or the
-    Exception that kept it from one. Everything that can reject the program (the device, its
-    data, a feature standardize cannot scale, an optimizer's arguments, the store) does so
-    before any run exists, raising. The rows still training after an epoch that pruned some go
-    on in a smaller program (their rows gathered: Trainer.keep); the lifecycle is still handed
-    every row, those gone as NaN, which it no longer reads."""
+    Exception that kept it from one. Everything that can reject the program (an optimizer's
+    arguments, the device, its data, a feature standardize cannot scale, the store) does so
+    before any run exists, raising. The trainer hands each epoch's rows to the lifecycle
+    (Trainer.fit); with a pruner, the rows still training after an epoch that pruned some go on
+    in smaller tensors (Trainer.keep), the lifecycle still seeing every row, those gone as NaN."""
     first = entries[0][0]
     members = [member_of(cfg) for cfg, _ in entries]
+    target = str(option_value(first.optimizer, "_target_"))
     own = None
     if not vectorisable(first):  # a program of one (run_programs)
-        own = OwnStep(build_loss(first.loss), instantiate(first.optimizer))
-        load_optimizer(own.make_optimizer, option_value(first.optimizer, "_target_"))
+        loss_fn, make_optimizer = own_loss_and_optimizer(first.loss, first.optimizer, target)
+        own = OwnStep(loss_fn, make_optimizer)
     device = resolve_device(first.device.name)
     if own is not None:
         own.loss_fn.to(device)
@@ -141,39 +131,20 @@ def run_program(
     life = Lifecycle([(cfg, job, splits) for (cfg, job), splits in zip(entries, data, strict=True)],
                      trackers, str(device), kind, pruner)  # fmt: skip
     if life.start():  # else every config was kept: FINISHED in an earlier launch of its sweep
+        live = life.live
         try:
             with life.training():
-                train(life, first.trainer.batch_size, device, scalings, pruner, own)
+                trainer = Trainer([members[run.entry] for run in live],
+                                  [run.splits.train for run in live],
+                                  first.trainer.batch_size, device,
+                                  [scalings[id(run.splits)] for run in live] if scalings else None,
+                                  own)  # fmt: skip
+                trainer.fit(max(run.epochs for run in live), life.epoch, gather=pruner is not None)
         except TrackingError:  # the store, say: the sweep stops (run_programs)
             raise
         except Exception:  # each row still training has ended ERROR with it, the error its
             pass  # result (Lifecycle.training); the rows that had ended keep theirs
     return life.results()
-
-
-def train(
-    life: Lifecycle, batch_size: int | None, device: torch.device,
-    scalings: dict[int, Scaling], pruner: Pruner | None, own: OwnStep | None = None,
-) -> None:  # fmt: skip
-    """Train the lifecycle's rows as one program, handing it each epoch's rows."""
-    live = life.live
-    trainer = Trainer([member_of(r.cfg) for r in live], [r.splits.train for r in live],
-                      batch_size, device,
-                      [scalings[id(r.splits)] for r in live] if scalings else None,
-                      own)  # fmt: skip
-    kept = list(range(len(live)))  # the trainer's rows, as the lifecycle numbers them
-    for epoch in range(max(r.epochs for r in live)):
-        rows = as_rows(trainer.step(None if life.all_training else life.active[kept]))
-        if len(kept) < len(live):
-            every = torch.full((len(live), rows.shape[1]), math.nan)
-            every[kept] = rows
-            rows = every
-        if not life.epoch(epoch, rows):
-            break
-        going_on = [k for k, row in enumerate(kept) if life.active[row]]
-        if pruner is not None and len(going_on) < len(kept):
-            trainer.keep(going_on)
-            kept = [kept[k] for k in going_on]
 
 
 def member_of(cfg: LinregConfig) -> Member:

@@ -6,15 +6,13 @@ sweep's FINISHED ones are kept, not run again), streams every epoch of the ones 
 decides when each is done (its epochs, or diverged), and ends each as soon as it is: held-out
 scores, the yardsticks, its model and pictures, its outcome. A stop (SIGINT, SIGTERM, a scheduler's
 signal) or an error ends every run still training, each with the epochs it had. The engine only
-trains (engine.py: train.Trainer, a job's one config or a batched sweep's N): it hands each
-epoch's rows to `epoch` and reads `active`.
+trains (engine.py: train.Trainer, a job's one config or a batched sweep's N): the trainer hands
+each epoch's rows to `epoch`, which answers the rows that still train.
 
     life = Lifecycle([(cfg, job, splits), ...], trackers, device, step="autograd")
     if life.start():                      # the runs that train (the others: kept, or none)
         with life.training():             # a stop or an error ends them here
-            for epoch in ...:
-                if not life.epoch(epoch, rows):   # loss, weights, bias (params.epoch_names)
-                    break
+            trainer.fit(epochs, life.epoch)   # rows: loss, weights, bias (params.epoch_names)
     results = life.results()              # a JobResult, or the Exception, a config
 
 With a pruner (the sweep's, jobspec.Pruner: a job's own, or one a batched program's), every
@@ -41,13 +39,12 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
-from hydra.utils import instantiate
-from torch import nn
 
 from linreg_exp import signals
 from linreg_exp.data import Dataset, Splits
 from linreg_exp.history import SAMPLE_SIZE, History, LinearParams, divergence
 from linreg_exp.jobspec import Job, JobResult, Pruner, objective
+from linreg_exp.options import build_loss
 from linreg_exp.params import Coefficients, epoch_names, model_payload
 from linreg_exp.progress import Progress
 from linreg_exp.report.pictures import RunPictures
@@ -89,6 +86,7 @@ class _Run:
     splits: Splits
     key: str  # its run's key in its group
     group: RunGroup  # the runs its run is streamed with (one group a tracker)
+    entry: int = -1  # its place among the program's configs
     index: int = -1  # its row among the configs that train
     tracker: Tracker | None = None  # its group's
     outcome: Outcome | None = None  # set when it stops training
@@ -164,7 +162,7 @@ class Lifecycle:
             groups.append(group)
         for index, ((cfg, job, splits), request) in enumerate(zip(self.entries, requests,
                                                                   strict=True)):  # fmt: skip
-            run = _Run(cfg, job, splits, request.run, groups[index % len(groups)],
+            run = _Run(cfg, job, splits, request.run, groups[index % len(groups)], entry=index,
                        tracker=self.trackers[index % len(groups)])  # fmt: skip
             self.runs.append(run)
             if opened.resumed and (kept := run.group.started(run.key)).kept is not None:
@@ -214,10 +212,10 @@ class Lifecycle:
                 self._end(run, Outcome.ERROR, {Tag.ERROR: str(early)})
                 run.error = run.error or early
 
-    def epoch(self, epoch: int, values: torch.Tensor | Sequence[Sequence[float]]) -> bool:
+    def epoch(self, epoch: int, values: torch.Tensor | Sequence[Sequence[float]]) -> torch.Tensor:
         """One epoch of every row ([rows, 2 + d]: loss, weights, bias), of which the rows
         still training are kept; each that is done (its epochs, or diverged) ends here.
-        Whether any row still trains."""
+        Which rows still train ([rows] bool: `active`, the trainer's `on_epoch` answer)."""
         rows = values.tolist() if isinstance(values, torch.Tensor) else values
         moving = self._moving
         done = []
@@ -255,7 +253,7 @@ class Lifecycle:
                 self._pruned += run.outcome is Outcome.PRUNED
                 self._end(run, cast(Outcome, run.outcome), tags)
         self.progress.update(len(moving), self._ended, self._pruned)
-        return bool(self._moving)
+        return self.active
 
     def _prune(self, epoch: int, training: list[int], completed: list[int]) -> list[int]:
         """Score the rows due to report (every sweep.report_every epochs, and at their last),
@@ -428,15 +426,6 @@ class Trajectories:
 
 
 # ---------------------------------------------------------------- what a run is made of
-
-
-def build_loss(loss_cfg: Any) -> nn.Module:
-    """Instantiate the loss (a schema.LossConfig, or a dict: an option of the user's own) from
-    its `_target_`; `name` is ours, not the constructor's."""
-    is_schema = dataclasses.is_dataclass(loss_cfg) and not isinstance(loss_cfg, type)
-    keys = dataclasses.asdict(loss_cfg) if is_schema else dict(loss_cfg)
-    spec = {key: value for key, value in keys.items() if key != "name"}
-    return cast(nn.Module, instantiate(spec))
 
 
 def start_request(

@@ -178,6 +178,7 @@ def typed(cfg: DictConfig) -> LinregConfig:
 
     A loss or optimizer option of the user's own without a schema (a `--config-dir` file of
     `name` and `_target_`) stays a plain dict: read its keys with `option_value`."""
+    validate(cfg)
     config = OmegaConf.to_object(cfg)
     if isinstance(config, dict):  # a masked copy (the batched launcher's, without `hydra`)
         config = LinregConfig(**{str(k): v for k, v in config.items()})  # its nodes keep

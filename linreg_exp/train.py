@@ -25,13 +25,14 @@ here knows MLflow or Hydra.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from linreg_exp.data import Dataset, Scaling
+from linreg_exp.data import Dataset
 from linreg_exp.errors import ConfigError
 from linreg_exp.params import epoch_names
 
@@ -41,6 +42,7 @@ FUSED_LOSSES = ("torch.nn.L1Loss", "torch.nn.MSELoss")
 FUSED_MIN_POINTS = 200_000  # from here on autograd's extra passes over memory dominate an epoch
 
 OptimizerFactory = Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer]
+EpochHook = Callable[[int, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,39 @@ class OwnStep:
 
     loss_fn: nn.Module
     make_optimizer: OptimizerFactory
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """Features scaled to mean 0 and standard deviation 1 on the training split
+    (`model.standardize`): training sees scaled features, and the weights it reports are given
+    back in the original units (`original`)."""
+
+    mean: torch.Tensor  # [d]
+    std: torch.Tensor  # [d]
+
+    @classmethod
+    def of(cls, train: Dataset) -> Scaling:
+        mean, std = train.x.double().mean(0), train.x.double().std(0, correction=0)
+        for name, spread in zip(train.features, std.tolist(), strict=True):
+            if not spread > 0 or not math.isfinite(spread):
+                raise ConfigError(
+                    f"model.standardize=true: feature {name!r} is constant on the training "
+                    "split; drop it (data.features) or set model.standardize=false"
+                )
+        return cls(mean.float(), std.float())
+
+    def apply(self, data: Dataset) -> Dataset:
+        mean, std = self.mean.to(data.x.device), self.std.to(data.x.device)
+        return Dataset((data.x - mean) / std, data.y, data.features)
+
+    def original(
+        self, weight: torch.Tensor, bias: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weights [N, d] and biases [N] on scaled features, in the features' own units."""
+        std, mean = self.std.to(weight), self.mean.to(weight)
+        unscaled = weight / std
+        return unscaled, bias - (unscaled * mean).sum(-1)
 
 
 def step_kind(
@@ -176,6 +211,29 @@ class Trainer:
         weight_state, bias_state = self._states
         self._states = (weight_state.select(index), bias_state.select(index))
         self._setting = _Settings(self.members, self.device)
+
+    def fit(self, epochs: int, on_epoch: EpochHook, gather: bool = False) -> None:
+        """Train up to `epochs`, handing each epoch's rows ([N, 2 + d]: as_rows, N the rows
+        it started with, a row gathered out as NaN) to `on_epoch`, which answers which rows
+        train on ([N] bool); none: it stops. With `gather` (a pruned sweep), the rows that stop
+        are gathered out (`keep`), so that they cost nothing more; else they are masked."""
+        started = len(self.members)
+        kept = list(range(started))  # this trainer's rows, as `on_epoch` numbers them
+        training = torch.ones(started, dtype=torch.bool)
+        for epoch in range(epochs):
+            moving = training[kept]
+            rows = as_rows(self.step(None if bool(moving.all()) else moving))
+            if len(kept) < started:
+                every = torch.full((started, rows.shape[1]), math.nan)
+                every[kept] = rows
+                rows = every
+            training = on_epoch(epoch, rows)
+            if not bool(training.any()):
+                return
+            going_on = [k for k, row in enumerate(kept) if training[row]]
+            if gather and len(going_on) < len(kept):
+                self.keep(going_on)
+                kept = [kept[k] for k in going_on]
 
     def _mini_batches(self, active: torch.Tensor | None) -> torch.Tensor:
         """A pass over each config's own shuffled index slices (a DataLoader costs far more for
@@ -392,16 +450,6 @@ def _adam(
     second = torch.where(s.amsgrad.view(shape), state.max_exp_avg_sq, state.exp_avg_sq)
     denom = second.sqrt() / correction2_sqrt + s.eps.view(shape)
     return torch.addcdiv(param, state.exp_avg * step_size, denom, value=-1)  # as torch.optim
-
-
-def load_optimizer(make_optimizer: OptimizerFactory, target: str) -> None:
-    """Construct a user's own optimizer once on a throw-away parameter, so that bad arguments
-    fail before the run exists, in one line."""
-    try:
-        make_optimizer([nn.Parameter(torch.zeros(1))])
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"optimizer._target_={target} cannot be built from the optimizer's "
-                          f"keys: {error}") from None  # fmt: skip
 
 
 _DEFAULT_THREADS = torch.get_num_threads()

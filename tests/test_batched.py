@@ -100,6 +100,35 @@ def test_a_config_that_is_done_stops_moving() -> None:
     assert float(trainer.weight[0]) == before and trainer.epochs_done == 2
 
 
+@pytest.mark.parametrize("gather", [False, True])
+def test_fit_trains_the_rows_its_hook_answers_and_hands_gone_rows_as_nan(gather: bool) -> None:
+    """Trainer.fit owns the loop, the hook (the lifecycle) says which rows go on: a row it stops
+    stops moving, whether gathered out or masked; the rows that go on train on bit for bit."""
+    members, sets = MEMBERS[:3], DATASETS[:3]
+    seen: list[torch.Tensor] = []
+    training = torch.ones(3, dtype=torch.bool)
+
+    def on_epoch(epoch: int, rows: torch.Tensor) -> torch.Tensor:
+        seen.append(rows.clone())
+        if epoch == 1:
+            training[1] = False  # row 1 stops after its second epoch (pruned, say)
+        if epoch == 4:
+            training[:] = False
+        return training
+
+    trainer = Trainer(members, sets, None, torch.device("cpu"))
+    trainer.fit(10, on_epoch, gather=gather)
+    assert len(seen) == 5  # nothing trains once the hook answers no row
+    alone = Trainer([members[0], members[2]], [sets[0], sets[2]], None, torch.device("cpu"))
+    for epoch in range(5):
+        expected = alone.step()
+        assert seen[epoch][[0, 2], 0].tolist() == expected["loss"].tolist()  # bit for bit
+    if gather:  # gathered out: NaN, never read
+        assert all(torch.isnan(rows[1]).all() for rows in seen[2:])
+    else:  # masked: its line stays where it stopped
+        assert all(rows[1, 1:].tolist() == seen[1][1, 1:].tolist() for rows in seen[2:])
+
+
 @pytest.mark.slow
 def test_a_config_that_diverges_stops_there_and_the_others_go_on(tmp_path: Path) -> None:
     store = empty_store(tmp_path / "mlflow.db")

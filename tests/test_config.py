@@ -15,7 +15,7 @@ from torch import nn
 from linreg_exp.app import register_configs
 from linreg_exp.engine import member_of
 from linreg_exp.errors import ConfigError
-from linreg_exp.lifecycle import build_loss
+from linreg_exp.options import build_loss
 from linreg_exp.schema import (
     AdamConfig,
     HuberLossConfig,

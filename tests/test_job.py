@@ -12,23 +12,23 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
 
 import linreg_exp
 from linreg_exp.app import register_configs
 from linreg_exp.data import make_dataset
 from linreg_exp.errors import ConfigError
-from linreg_exp.job import run
+from linreg_exp.job import run_here as run
 from linreg_exp.jobspec import Job
-from linreg_exp.schema import DataConfig
+from linreg_exp.schema import DataConfig, LinregConfig, typed
 from linreg_exp.vocab import Outcome
 from tests.conftest import CONF_DIR
 
 
-def config(*overrides: str) -> DictConfig:
+def config(*overrides: str) -> LinregConfig:
+    """The config as the Hydra adapter hands it to a job: composed, validated and typed."""
     register_configs()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+        return typed(compose("config", overrides=list(overrides)))
 
 
 def test_a_job_runs_from_a_plain_config_and_description(tmp_path: Path, store: str) -> None:

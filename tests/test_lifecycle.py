@@ -255,10 +255,10 @@ def rows_of(epoch: int, n: int) -> list[tuple[float, float, float]]:
 
 def feed(life: Lifecycle, epochs: range, n: int) -> list[bool]:
     """Hand the lifecycle these epochs' rows, as an engine does (it stops once no row trains);
-    what each `epoch` call answered."""
+    whether each `epoch` call left a row training."""
     going = []
     for epoch in epochs:
-        going.append(life.epoch(epoch, rows_of(epoch, n)))
+        going.append(bool(life.epoch(epoch, rows_of(epoch, n)).any()))
         if not going[-1]:
             break
     return going
@@ -346,7 +346,7 @@ def test_a_loss_that_blows_up_ends_the_run_diverged_at_its_epoch(
     life.start()
     with life.training():
         going = feed(life, range(2), 1)
-        going.append(life.epoch(2, [(blown, 9.0, 9.0)]))
+        going.append(bool(life.epoch(2, [(blown, 9.0, 9.0)]).any()))
     assert going == [True, True, False]
     (result,) = life.results()
     end = program.close()["run"]
@@ -374,7 +374,7 @@ def test_one_row_diverging_ends_only_that_row_and_the_others_go_on(
                 rows[1] = (math.inf, 1e30, 1e30)
             elif epoch > 2:  # as engine.py hands a row that is gone: NaN, never read
                 rows[1] = (math.nan, math.nan, math.nan)
-            going.append(life.epoch(epoch, rows))
+            going.append(bool(life.epoch(epoch, rows).any()))
             if epoch == 2:
                 assert life.active.tolist() == [True, False, True]
     assert going == [True] * (EPOCHS - 1) + [False]

@@ -289,15 +289,16 @@ def test_a_failing_job_fails_its_child_and_parent_but_not_the_others(
 def run_in_process(overrides: list[str], tmp_path: Path, uri: str) -> float:
     """The job as a plain function of a real Hydra composition and a plain description: no
     subprocess, no Hydra state."""
-    from linreg_exp.job import run
+    from linreg_exp.job import run_here
     from linreg_exp.jobspec import Job
+    from linreg_exp.schema import typed
 
     register_configs()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose(
             "config", overrides=[*overrides, f"mlflow.tracking_uri={uri}", "plots.enabled=false"]
         )
-    return run(cfg, Job(output_dir=tmp_path, tracking_uri=uri)).objective
+    return run_here(typed(cfg), Job(output_dir=tmp_path, tracking_uri=uri)).objective
 
 
 @pytest.fixture(scope="module")

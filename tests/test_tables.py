@@ -17,9 +17,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from linreg_exp.data import Scaling, load
+from linreg_exp.data import load
 from linreg_exp.errors import ConfigError
 from linreg_exp.schema import TableConfig
+from linreg_exp.train import Scaling
 from tests.conftest import cli_env, run_cli
 from tests.support.store import empty_store, points, sweep_runs
 

@@ -13,13 +13,13 @@ from linreg_exp.baseline import least_squares
 from linreg_exp.data import make_dataset
 from linreg_exp.errors import ConfigError
 from linreg_exp.history import History
+from linreg_exp.options import own_loss_and_optimizer
 from linreg_exp.schema import DataConfig
 from linreg_exp.train import (
     FUSED_MIN_POINTS,
     Member,
     OwnStep,
     fit,
-    load_optimizer,
     resolve_device,
     step_kind,
 )
@@ -139,10 +139,11 @@ def test_epochs_come_out_as_they_are_done() -> None:
 
 
 def test_an_optimizer_of_your_own_that_cannot_be_built_is_one_line_before_the_run() -> None:
-    rmsprop = functools.partial(torch.optim.RMSprop, lr=0.01, dampening=0.0)  # SGD's keys
+    rmsprop = {"_target_": "torch.optim.RMSprop", "_partial_": True, "lr": 0.01,
+               "dampening": 0.0}  # SGD's keys  # fmt: skip
     with pytest.raises(ConfigError, match=r"^optimizer\._target_=torch\.optim\.RMSprop cannot be "
                        r"built from the optimizer's keys: .*dampening"):  # fmt: skip
-        load_optimizer(rmsprop, "torch.optim.RMSprop")
+        own_loss_and_optimizer({"_target_": "torch.nn.L1Loss"}, rmsprop, "torch.optim.RMSprop")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

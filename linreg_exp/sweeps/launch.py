@@ -119,6 +119,7 @@ def check_shared(config: DictConfig, swept: Mapping[str, str]) -> None:
     data = config.data
     if "path" in data and not any(key.startswith("data") for key in swept):
         from linreg_exp import data as datasets
+        from linreg_exp.train import Scaling
 
         if OmegaConf.get_type(data) is not TableConfig:  # `--cfg`'s printed config: plain
             data = OmegaConf.merge(OmegaConf.structured(TableConfig), data)
@@ -126,7 +127,7 @@ def check_shared(config: DictConfig, swept: Mapping[str, str]) -> None:
         assert isinstance(typed, TableConfig)
         splits = datasets.load(typed, config.seed, Path.cwd(), "check")
         if config.model.standardize:
-            datasets.Scaling.of(splits.train)
+            Scaling.of(splits.train)
 
 
 class Launch:
