@@ -10,7 +10,7 @@ STORE  ?= sqlite:///$(CURDIR)/mlflow.db
 ARTIFACTS ?= $(CURDIR)/mlruns
 SERVER_DIR ?= $(CURDIR)/mlflow-server
 ARGS   ?=
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=15
 APT_PACKAGES := chromium chromium-driver postgresql-15
 
 .PHONY: run test install install-dev system-deps lint bench ui dashboard server pictures clean
