@@ -35,9 +35,12 @@ from torch import nn
 from linreg_exp.data import Dataset
 from linreg_exp.errors import ConfigError
 from linreg_exp.params import epoch_names
+from linreg_exp.schema import VECTORISED_LOSSES, VECTORISED_OPTIMIZERS
 
-LOSSES = ("torch.nn.L1Loss", "torch.nn.MSELoss", "torch.nn.HuberLoss")
-OPTIMIZERS = ("torch.optim.SGD", "torch.optim.Adam")
+# What this trainer's own update steps: the schema's losses and optimizers (schema.vectorisable),
+# by their `_target_`s, spelled there once.
+LOSSES = frozenset(target for _, target in VECTORISED_LOSSES)
+OPTIMIZERS = frozenset(target for _, target in VECTORISED_OPTIMIZERS)
 FUSED_LOSSES = ("torch.nn.L1Loss", "torch.nn.MSELoss")
 FUSED_MIN_POINTS = 200_000  # from here on autograd's extra passes over memory dominate an epoch
 
