@@ -111,9 +111,9 @@ def run_program(
     in smaller tensors (Trainer.keep), the lifecycle still seeing every row, those gone as NaN."""
     first = entries[0][0]
     members = [member_of(cfg) for cfg, _ in entries]
-    target = str(option_value(first.optimizer, "_target_"))
     own = None
     if not vectorisable(first):  # a program of one (run_programs)
+        target = str(option_value(first.optimizer, "_target_"))
         loss_fn, make_optimizer = own_loss_and_optimizer(first.loss, first.optimizer, target)
         own = OwnStep(loss_fn, make_optimizer)
     device = resolve_device(first.device.name)

@@ -134,11 +134,6 @@ class Lifecycle:
     def tracker(self) -> Tracker:
         return self.trackers[0]
 
-    @property
-    def all_training(self) -> bool:
-        """Whether every row that started still trains (no mask needed)."""
-        return len(self._moving) == len(self.live)
-
     def start(self) -> list[_Run]:
         """Open every config's run (in turn on each tracker, so that all write at once); the
         runs that train. Raises TrackingError, before any run exists, if the store cannot open."""

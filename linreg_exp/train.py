@@ -233,10 +233,11 @@ class Trainer:
             training = on_epoch(epoch, rows)
             if not bool(training.any()):
                 return
-            going_on = [k for k, row in enumerate(kept) if training[row]]
-            if gather and len(going_on) < len(kept):
-                self.keep(going_on)
-                kept = [kept[k] for k in going_on]
+            if gather:
+                going_on = [k for k, on in enumerate(training[kept].tolist()) if on]
+                if len(going_on) < len(kept):
+                    self.keep(going_on)
+                    kept = [kept[k] for k in going_on]
 
     def _mini_batches(self, active: torch.Tensor | None) -> torch.Tensor:
         """A pass over each config's own shuffled index slices (a DataLoader costs far more for

@@ -28,7 +28,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from linreg_exp.errors import LinregError
 from linreg_exp.jobspec import Job
-from linreg_exp.schema import typed, validate
+from linreg_exp.schema import LinregConfig, typed
 from linreg_exp.sweeps import naming
 from linreg_exp.sweeps.callback import LaunchCallback
 from linreg_exp.sweeps.hydra_internals import get_overrides_dirname
@@ -46,6 +46,7 @@ JOBS_PER_WRITER = 16
 @dataclass(frozen=True)
 class Composed:
     cfg: DictConfig  # the job's config, without Hydra's node
+    checked: LinregConfig  # the same, checked and typed (schema.typed): what the job reads
     job: Job
 
 
@@ -64,7 +65,7 @@ def launch(
     wanted = min(writers, -(-len(job_overrides) // JOBS_PER_WRITER))  # one per 16 jobs, at most
     trackers = launch_.writers(max(1, wanted))  # their processes start while jobs compose
     jobs = compose(config, hydra_context, job_overrides, initial_job_idx, launch_.info)
-    entries = [(typed(item.cfg), item.job) for item in jobs if isinstance(item, Composed)]
+    entries = [(item.checked, item.job) for item in jobs if isinstance(item, Composed)]
     from linreg_exp.engine import run_programs  # torch
 
     launch_.announce(wait=True)  # the parent's link, once its store (opening meanwhile) made it
@@ -108,12 +109,12 @@ def compose(
             for override in parsed:
                 if not _is_group(override, groups):
                     _apply(cfg, override)
-            validate(cfg)
+            checked = typed(cfg)  # validated first
         except (HydraException, OmegaConfBaseException, LinregError) as error:
             log.error("job %s rejected: %s", number, error)
             composed.append(error)
             continue
-        composed.append(Composed(cfg, _describe(base, cfg, parsed, number, info)))
+        composed.append(Composed(cfg, checked, _describe(base, checked, parsed, number, info)))
     return composed
 
 
@@ -158,7 +159,7 @@ def _apply(cfg: DictConfig, override: Override) -> None:
 
 
 def _describe(
-    base: DictConfig, cfg: DictConfig, parsed: list[Override], number: int, info: LaunchInfo
+    base: DictConfig, cfg: LinregConfig, parsed: list[Override], number: int, info: LaunchInfo
 ) -> Job:
     """The job's description, as sweeps/jobs.py gives one to a job Hydra runs; its Hydra
     node says what Hydra's compose would (a sweep subdir may name the job's overrides)."""
