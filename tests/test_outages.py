@@ -28,6 +28,7 @@ from linreg_exp.tracking.spool import Spool
 from linreg_exp.tracking.sync import sync as sync_spools
 from tests.conftest import cli_env, run_cli
 from tests.support.ports import free_port
+from tests.support.processes import lower_priority
 from tests.support.servers import (
     MlflowServer,
     mlflow_server,
@@ -131,6 +132,7 @@ def test_past_the_outage_timeout_a_live_run_delivers_its_spool_once_the_server_i
         job = start_job([*LONG, "mlflow.outage_timeout=5", f"hydra.run.dir={run_dir}"],
                         tmp_path, server.url)  # fmt: skip
         wait_for("epochs stored", lambda: stored(client) > 500)
+        lower_priority(job.pid)  # from here it waits for the server (tests/support/processes.py)
         outage(server, 0)
         # past the timeout it trains on, spooled
         wait_for("batches spooled", lambda: spool.exists() and spool.read_text().count("\n") > 3)

@@ -19,6 +19,7 @@ import pytest
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from tests.support.processes import lower_priority, pids_running
 from tests.support.slurm import SlurmCluster
 from tests.support.store import empty_store
 
@@ -210,6 +211,9 @@ def test_the_time_limit_ends_the_run_killed_and_says_so(
     launcher = start_sweep(cluster, args, tmp_path)
     db = tmp_path / "mlflow.db"
     try:  # the launcher learns of it at submitit's next sacct poll: the scancel test waits it out
+        wait_for("the job streaming", lambda: any(n > 0 for *_, n in statuses(db)))
+        for job in pids_running(str(tmp_path / "sweep" / ".submitit")):
+            lower_priority(job)  # it only waits for the limit now (tests/support/processes.py)
         wait_for("the job's run KILLED", lambda: [s for _, s, _ in statuses(db)] == ["KILLED"],
                  timeout=240)  # fmt: skip
     finally:

@@ -27,6 +27,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, run_cli
+from tests.support.processes import lower_priority
 from tests.support.servers import CHROMIUM, MlflowServer, mlflow_server
 from tests.support.store import empty_store, points_stored
 from tests.test_reliability import start_endless_run, wait_for_points
@@ -147,6 +148,7 @@ def _check_live_chart(page: Any, tmp_path: Path, store: str, base: str, expect: 
     process = start_endless_run(tmp_path, store)  # the sweep's runs have ended
     try:
         wait_for_points(db, process, more_than=100)
+        lower_priority(process.pid)  # the browser's work comes first (tests/support/processes.py)
         (run,) = [r for r in client.search_runs([experiment.experiment_id])
                   if r.info.run_id not in before]  # fmt: skip
         page = page.context.new_page()  # the app loaded afresh, under the installed clock

@@ -67,8 +67,8 @@ class LaunchCallback(Callback):
             signals.install()
         output_dir = str(config.hydra.runtime.output_dir)
         tracker, owned = tracker_for_job(self._launch, self._info, output_dir)
-        fresh = self._launch is not None and self._launch.fresh_run_dir
-        receive(jobs.Assignment(jobs.describe(config, self._info), tracker, owned, fresh))
+        made = None if self._launch is None else self._launch.made_run_dirs_from
+        receive(jobs.Assignment(jobs.describe(config, self._info), tracker, owned, made))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if self._launch is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,22 @@ class Assignment:
     job: Job
     tracker: Tracker
     owns_tracker: bool
-    fresh_output_dir: bool = False  # made for this job: a job rejected before its run removes it
+    made_dirs_from: Path | None = None  # the highest dir made for its output dir (`outputs/`)
+
+    def remove_output_dir(self) -> None:
+        """A job rejected before its run existed: its output dir goes, with the dirs made only
+        for it (`outputs/runs/DATE` on a first run), so that bad input leaves nothing behind."""
+        if self.made_dirs_from is None:
+            return
+        output_dir = Path(self.job.output_dir).resolve()
+        shutil.rmtree(output_dir, ignore_errors=True)
+        for parent in output_dir.parents:
+            if not parent.is_relative_to(self.made_dirs_from):
+                break
+            try:
+                parent.rmdir()
+            except OSError:  # another run's output is in it now
+                break
 
 
 def describe(config: DictConfig, info: LaunchInfo) -> Job:

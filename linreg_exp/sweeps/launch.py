@@ -55,6 +55,17 @@ class LaunchInfo:
     outage_timeout: float = 300.0  # mlflow.outage_timeout
 
 
+def highest_missing(path: Path) -> Path | None:
+    """The highest directory that making `path` would create (`outputs/` on a first run), or
+    None if it exists."""
+    missing = None
+    for each in (path, *path.parents):
+        if each.exists():
+            break
+        missing = each
+    return missing
+
+
 def sweep_key(sweep_dir: Path) -> str:
     """A sweep's identity, safe to search by: a hash of its (resolved) sweep dir, on its parent
     run and, for an Optuna search, on its trials."""
@@ -138,11 +149,11 @@ class Launch:
         info: LaunchInfo,
         tracker: Tracker,
         lock: FileLock | None = None,
-        fresh_run_dir: bool = False,
+        made_run_dirs_from: Path | None = None,
         fresh_sweep_dir: Path | None = None,
     ) -> None:
         self.info, self.tracker, self.lock = info, tracker, lock
-        self.fresh_run_dir = fresh_run_dir  # a single run's output dir did not exist before
+        self.made_run_dirs_from = made_run_dirs_from  # the highest dir a single run's makes
         self.fresh_sweep_dir = fresh_sweep_dir  # a sweep dir this launch made
         self.stopped_by: int | None = None  # a stop signal this process received
         self.extra_writers: list[Tracker] = []  # helper processes recording runs in parallel
@@ -161,7 +172,8 @@ class Launch:
         request = Open(uri, name, spool_dir=str(run_dir),
                        outage_timeout=config.mlflow.outage_timeout)  # fmt: skip
         info = LaunchInfo(uri, name, multirun=False, outage_timeout=config.mlflow.outage_timeout)
-        return cls(info, tracking.in_helper(request, preload), fresh_run_dir=not run_dir.exists())
+        tracker = tracking.in_helper(request, preload)
+        return cls(info, tracker, made_run_dirs_from=highest_missing(run_dir))
 
     @classmethod
     def sweep(cls, config: DictConfig) -> Launch:
