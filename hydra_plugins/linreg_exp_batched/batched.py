@@ -28,11 +28,15 @@ class BatchedLauncher(Launcher):
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
+        # each choice of config groups, composed by Hydra once for the whole sweep: a sweeper
+        # that launches batch after batch (Optuna) composes it once, not once a batch
+        self.composed_bases: dict[tuple[str, ...], DictConfig] = {}
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+        self.composed_bases = {}
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
@@ -41,7 +45,8 @@ class BatchedLauncher(Launcher):
 
         assert self.config is not None and self.hydra_context is not None
         writers = int(self.params.get("writers", 2))
-        return launch(self.config, self.hydra_context, job_overrides, initial_job_idx, writers)
+        return launch(self.config, self.hydra_context, job_overrides, initial_job_idx, writers,
+                      self.composed_bases)  # fmt: skip
 
 
 class BasicSweeper(basic_sweeper.BasicSweeper):
