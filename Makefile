@@ -95,7 +95,8 @@ bench: install-dev
 ## dashboard: optuna-dashboard (the [dashboard] extra) on an Optuna search's study, at
 ## http://$(HOST):$(DASHBOARD_PORT): make dashboard SWEEP=outputs/multirun/DAY/TIME (its sweep dir;
 ## default: the newest one holding a study), or OPTUNA_STORAGE=postgresql+psycopg2://... for a
-## study kept in a database (hydra.sweeper.storage)
+## study kept in a database, OPTUNA_STORAGE=<sweep dir>/optuna.log for a journal file
+## (hydra.sweeper.storage)
 SWEEP ?= $(patsubst %/optuna.db,%,$(firstword $(shell ls -t outputs/multirun/*/*/optuna.db 2>/dev/null)))
 OPTUNA_STORAGE ?= sqlite:///$(abspath $(SWEEP))/optuna.db
 DASHBOARD_PORT ?= 8080

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from linreg_exp.data import make_dataset
 from linreg_exp.schema import DataConfig
-from linreg_exp.sweeps.pruning import Halving, Hyperband, Median, rung
+from linreg_exp.sweeps.pruning import Halving, Hyperband, Median, open_storage, rung, study_storage
 from linreg_exp.tracking.messages import (
     Close,
     Closed,
@@ -37,6 +37,20 @@ from tests.conftest import run_cli
 from tests.support.store import empty_store, sweep_runs
 
 # ---------------------------------------------------------------- the pruners' decisions
+
+
+def test_a_study_lives_in_sqlite_a_database_url_or_a_journal_file(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    assert study_storage(None, sweep_dir) == f"sqlite:///{sweep_dir / 'optuna.db'}"
+    url = "postgresql+psycopg2://u:p@host/db"
+    assert study_storage(url, sweep_dir) == url
+    assert study_storage("optuna.log", sweep_dir) == str(sweep_dir / "optuna.log")
+    assert study_storage("/abs/s.log", sweep_dir) == "/abs/s.log"
+    journal = study_storage("optuna.log", sweep_dir)
+    study = optuna.create_study(storage=open_storage(journal), study_name="s")
+    study.tell(study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}), 0.5)
+    again = optuna.load_study(storage=open_storage(journal), study_name="s")  # a rerun's
+    assert [t.value for t in again.trials] == [0.5]
 
 
 def test_rungs_are_the_first_times_powers_of_eta() -> None:

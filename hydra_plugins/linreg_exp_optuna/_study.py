@@ -38,6 +38,7 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from linreg_exp.errors import ConfigError
+from linreg_exp.sweeps import pruning
 from linreg_exp.sweeps.launch import sweep_key
 from linreg_exp.sweeps.pruning import optuna_pruner
 from linreg_exp.tracking.uris import mask_uri
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 
 SWEEP_KEY = "linreg.sweep_key"  # a trial's user attribute: the sweep dir that ran it
 JOB_NUM = "linreg.job_num"  # a trial's user attribute: its job number (and sweep subdir)
-STUDY_FILE = "optuna.db"  # the default storage, in the sweep dir
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts towards n_trials
 PARAMS = "hydra.sweeper.params"
 # A trial is marked as a sweep's the moment after it is asked for: one still unmarked this long
@@ -200,7 +200,7 @@ def make_pruner(node: DictConfig | None, config: DictConfig) -> optuna.pruners.B
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     try:
-        return optuna.storages.RDBStorage(url)
+        return pruning.open_storage(url)
     except Exception as error:
         cause = error.__cause__ or error.__context__  # Optuna's ImportError hides the module
         text = f"{error} ({cause})" if isinstance(error, ImportError) and cause else str(error)
@@ -242,7 +242,7 @@ class Search:
         sampler = make_sampler(settings.sampler, space)
         pruner = make_pruner(settings.pruner, config)
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
-        url = settings.storage or f"sqlite:///{sweep_dir / STUDY_FILE}"
+        url = pruning.study_storage(settings.storage, sweep_dir)
         if settings.storage is None:
             sweep_dir.mkdir(parents=True, exist_ok=True)
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # its set-up lines are ours to say

@@ -66,7 +66,9 @@ class OptunaSweeperConf:
     pruner: Any = None
     direction: str = "${sweep.direction}"  # one objective (sweep.objective): minimize, maximize
     study_name: str | None = "${mlflow.experiment_name}"
-    storage: str | None = None  # null: sqlite:///<sweep dir>/optuna.db; or any database URL
+    # null: sqlite:///<sweep dir>/optuna.db; a database URL; or a journal file's path (relative to
+    # the sweep dir), Optuna's JournalFileBackend: quicker a trial, and fit for a shared filesystem
+    storage: str | None = None
     seed: int | None = 0  # the sampler's seed
     n_trials: int = 20  # in total: a search rerun into its sweep dir runs only the rest
     n_jobs: int = 1  # trials asked for and launched together (one launcher batch)
