@@ -235,6 +235,8 @@ def test_a_requeued_job_ends_its_first_run_killed_and_runs_again(
     db = tmp_path / "mlflow.db"
     try:
         wait_for("the job streaming", lambda: any(n > 100 for *_, n in statuses(db)))
+        for job in pids_running(str(tmp_path / "sweep" / ".submitit")):
+            lower_priority(job)  # its first attempt only waits for the requeue now
         (job_id,) = squeue_ids(cluster)
         cluster.run("scontrol", "requeue", job_id)
         # SLURM holds a requeued job back for a while (its begin time); let it go at once
