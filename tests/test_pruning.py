@@ -42,6 +42,7 @@ from tests.support.store import empty_store, sweep_runs
 def test_a_study_lives_in_sqlite_a_database_url_or_a_journal_file(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "sweep"
     assert study_storage(None, sweep_dir) == f"sqlite:///{sweep_dir / 'optuna.db'}"
+    assert study_storage("", sweep_dir) == study_storage(None, sweep_dir)
     url = "postgresql+psycopg2://u:p@host/db"
     assert study_storage(url, sweep_dir) == url
     assert study_storage("optuna.log", sweep_dir) == str(sweep_dir / "optuna.log")

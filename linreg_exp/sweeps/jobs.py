@@ -31,21 +31,21 @@ class Assignment:
     job: Job
     tracker: Tracker
     owns_tracker: bool
-    made_dirs_from: Path | None = None  # the highest dir made for its output dir (`outputs/`)
+    made_dirs_from: Path | None = None  # the highest dir of its output dir missing at launch
 
     def remove_output_dir(self) -> None:
         """A job rejected before its run existed: its output dir goes, with the dirs made only
         for it (`outputs/runs/DATE` on a first run), so that bad input leaves nothing behind."""
-        if self.made_dirs_from is None:
-            return
         output_dir = Path(self.job.output_dir).resolve()
+        if self.made_dirs_from is None or not output_dir.is_relative_to(self.made_dirs_from):
+            return
         shutil.rmtree(output_dir, ignore_errors=True)
         for parent in output_dir.parents:
             if not parent.is_relative_to(self.made_dirs_from):
                 break
             try:
                 parent.rmdir()
-            except OSError:  # another run's output is in it now
+            except OSError:  # another run's output is in it now (or it is gone)
                 break
 
 

@@ -153,7 +153,7 @@ class Launch:
         fresh_sweep_dir: Path | None = None,
     ) -> None:
         self.info, self.tracker, self.lock = info, tracker, lock
-        self.made_run_dirs_from = made_run_dirs_from  # the highest dir a single run's makes
+        self.made_run_dirs_from = made_run_dirs_from  # the highest dir of a run's missing before
         self.fresh_sweep_dir = fresh_sweep_dir  # a sweep dir this launch made
         self.stopped_by: int | None = None  # a stop signal this process received
         self.extra_writers: list[Tracker] = []  # helper processes recording runs in parallel
@@ -172,8 +172,8 @@ class Launch:
         request = Open(uri, name, spool_dir=str(run_dir),
                        outage_timeout=config.mlflow.outage_timeout)  # fmt: skip
         info = LaunchInfo(uri, name, multirun=False, outage_timeout=config.mlflow.outage_timeout)
-        tracker = tracking.in_helper(request, preload)
-        return cls(info, tracker, made_run_dirs_from=highest_missing(run_dir))
+        missing = highest_missing(run_dir)  # before the helper, which may make it (to spool)
+        return cls(info, tracking.in_helper(request, preload), made_run_dirs_from=missing)
 
     @classmethod
     def sweep(cls, config: DictConfig) -> Launch:

@@ -163,7 +163,7 @@ def study_storage(setting: str | None, sweep_dir: Path) -> str:
     """Where an Optuna search's study lives (`hydra.sweeper.storage`): by default the SQLite
     file optuna.db in the sweep dir; a database URL (`scheme://...`) as given; any other value
     is the path of an Optuna journal file (JournalFileBackend), relative to the sweep dir."""
-    if setting is None:
+    if not setting:  # null, or an empty value
         return f"sqlite:///{sweep_dir / STUDY_FILE}"
     if "://" in setting:
         return setting
