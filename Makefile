@@ -61,7 +61,8 @@ run: install
 
 ## test: the whole suite, browser and PostgreSQL tests included, on 4 pytest-xdist workers (most
 ## tests wait on subprocesses and servers; a module sharing a server or cluster stays on one
-## worker: tests/conftest.py; 4 workers: 9:20 of pytest from a fresh clone, 3: 11:17, 5: 9:21);
+## worker: tests/conftest.py; 4 workers: 6:40 to 7:00 of pytest from a fresh clone, 8:10 to 8:35
+## beside two CPU burners: docs/development.md);
 ## XDIST= runs it in this process
 XDIST ?= -n 4 --dist loadgroup
 test: install-dev system-deps
