@@ -19,9 +19,9 @@ APT_PACKAGES := chromium chromium-driver postgresql-15
 # spends most of an install evaluating every file each index lists (39 s of pip here; 22 s with
 # 26.3, whose upgrade takes 1.5 s). pip byte-compiles what it installs one file at a time (about
 # 40 s on 2 cores); compileall does the same on every core (PIP_COMPILE, half the wall time),
-# leaving out the packages' own test suites (28% of the bytes; nothing imports them, and Python
-# compiles any module it does import the first time). Its exit status is ignored, as pip ignores
-# the same failures: torch ships a test file only Python 3.12 can read.
+# leaving out the packages' own test suites (28% of the bytes; nothing imports them, and a module
+# without a .pyc is still compiled when imported). Its exit status is ignored, as pip ignores the
+# same failures: torch ships a test file only Python 3.12 can read.
 PIP_UPGRADE = $(BIN)/python -m pip install --quiet -c constraints.txt --upgrade pip
 PIP_INSTALL = $(BIN)/pip install --quiet --no-compile -c constraints.txt
 PIP_COMPILE = $(BIN)/python -m compileall -q -j 0 -x 'site-packages/.*/tests?/' \

@@ -77,8 +77,8 @@ class JobRunner:
             result = run(schema.typed(cfg), job, assignment.tracker)  # validated first
         except Exception as error:
             rejected = assignment.tracker.runs_started == runs_before  # before its run existed
-            if rejected:  # leave nothing behind, no empty dir
-                assignment.remove_output_dir()
+            if rejected and assignment.made is not None:  # leave nothing behind, no empty dir
+                assignment.made.remove()
             # A single run's error, and a store no job can use, go straight to `report` (Hydra
             # would print a line of its own first, and a sweep would go on). Another job's error
             # is Hydra's to record: its sweep goes on, and the job's log file keeps the error.

@@ -71,8 +71,9 @@ if not torch.cuda.is_available():
 @pytest.mark.parametrize(("args", "named"), BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
 def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], named: str) -> None:
     db = tmp_path / "mlflow.db"
-    if "-m" not in args:  # nested, as Hydra's default outputs/runs/DATE/TIME: none of it is made
-        args = [*args, f"hydra.run.dir={tmp_path / 'run' / 'date' / 'time'}"]
+    # nested, as Hydra's default outputs/runs/DATE/TIME: none of it is left
+    kind = ("hydra.sweep.dir", "multirun") if "-m" in args else ("hydra.run.dir", "run")
+    args = [*args, f"{kind[0]}={tmp_path / kind[1] / 'date' / 'time'}"]
     result = run_cli(args, tmp_path, f"sqlite:///{db}", timeout=120)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr + result.stdout

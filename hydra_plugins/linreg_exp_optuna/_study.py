@@ -243,7 +243,7 @@ class Search:
         pruner = make_pruner(settings.pruner, config)
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         url = pruning.study_storage(settings.storage, sweep_dir)
-        if settings.storage is None:
+        if not settings.storage:  # the default study file, in the sweep dir
             sweep_dir.mkdir(parents=True, exist_ok=True)
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # its set-up lines are ours to say
         storage = open_storage(url)

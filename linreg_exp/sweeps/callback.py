@@ -67,7 +67,7 @@ class LaunchCallback(Callback):
             signals.install()
         output_dir = str(config.hydra.runtime.output_dir)
         tracker, owned = tracker_for_job(self._launch, self._info, output_dir)
-        made = None if self._launch is None else self._launch.made_run_dirs_from
+        made = None if self._launch is None or self._launch.info.multirun else self._launch.made
         receive(jobs.Assignment(jobs.describe(config, self._info), tracker, owned, made))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:

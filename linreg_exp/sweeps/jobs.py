@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from omegaconf import DictConfig
 
 from linreg_exp.jobspec import Job
 from linreg_exp.sweeps import naming
-from linreg_exp.sweeps.launch import LaunchInfo, config_flags, sweep_key
+from linreg_exp.sweeps.launch import LaunchInfo, MadeDirs, config_flags, sweep_key
 from linreg_exp.sweeps.pruning import job_pruner
 from linreg_exp.tracking.recorder import Tracker
 from linreg_exp.tracking.uris import mask_override
@@ -31,22 +30,7 @@ class Assignment:
     job: Job
     tracker: Tracker
     owns_tracker: bool
-    made_dirs_from: Path | None = None  # the highest dir of its output dir missing at launch
-
-    def remove_output_dir(self) -> None:
-        """A job rejected before its run existed: its output dir goes, with the dirs made only
-        for it (`outputs/runs/DATE` on a first run), so that bad input leaves nothing behind."""
-        output_dir = Path(self.job.output_dir).resolve()
-        if self.made_dirs_from is None or not output_dir.is_relative_to(self.made_dirs_from):
-            return
-        shutil.rmtree(output_dir, ignore_errors=True)
-        for parent in output_dir.parents:
-            if not parent.is_relative_to(self.made_dirs_from):
-                break
-            try:
-                parent.rmdir()
-            except OSError:  # another run's output is in it now (or it is gone)
-                break
+    made: MadeDirs | None = None  # a single run's output dir, and the dirs its launch made
 
 
 def describe(config: DictConfig, info: LaunchInfo) -> Job:

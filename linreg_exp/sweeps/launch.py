@@ -55,15 +55,35 @@ class LaunchInfo:
     outage_timeout: float = 300.0  # mlflow.outage_timeout
 
 
-def highest_missing(path: Path) -> Path | None:
-    """The highest directory that making `path` would create (`outputs/` on a first run), or
-    None if it exists."""
-    missing = None
-    for each in (path, *path.parents):
-        if each.exists():
-            break
-        missing = each
-    return missing
+@dataclass(frozen=True)
+class MadeDirs:
+    """A run's or sweep's dir and the highest dir above it that its launch found missing
+    (`outputs/` on a first run): what a launch rejected before any run removes, so that bad
+    input leaves nothing behind, and nothing another run has put there since."""
+
+    path: Path
+    top: Path
+
+    @classmethod
+    def before_making(cls, path: Path) -> MadeDirs | None:
+        """What making `path` (resolved) will create; None if it exists."""
+        top = None
+        for each in (path, *path.parents):
+            if each.exists():
+                break
+            top = each
+        return None if top is None else cls(path, top)
+
+    def remove(self) -> None:
+        """`path`, then each dir above it up to `top` that is left empty."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        for parent in self.path.parents:
+            if not parent.is_relative_to(self.top):
+                break
+            try:
+                parent.rmdir()
+            except OSError:  # another run's output is in it now (or it is gone)
+                break
 
 
 def sweep_key(sweep_dir: Path) -> str:
@@ -149,12 +169,10 @@ class Launch:
         info: LaunchInfo,
         tracker: Tracker,
         lock: FileLock | None = None,
-        made_run_dirs_from: Path | None = None,
-        fresh_sweep_dir: Path | None = None,
+        made: MadeDirs | None = None,
     ) -> None:
         self.info, self.tracker, self.lock = info, tracker, lock
-        self.made_run_dirs_from = made_run_dirs_from  # the highest dir of a run's missing before
-        self.fresh_sweep_dir = fresh_sweep_dir  # a sweep dir this launch made
+        self.made = made  # the run's or sweep's dirs this launch makes
         self.stopped_by: int | None = None  # a stop signal this process received
         self.extra_writers: list[Tracker] = []  # helper processes recording runs in parallel
         self._announced = False
@@ -172,8 +190,8 @@ class Launch:
         request = Open(uri, name, spool_dir=str(run_dir),
                        outage_timeout=config.mlflow.outage_timeout)  # fmt: skip
         info = LaunchInfo(uri, name, multirun=False, outage_timeout=config.mlflow.outage_timeout)
-        missing = highest_missing(run_dir)  # before the helper, which may make it (to spool)
-        return cls(info, tracking.in_helper(request, preload), made_run_dirs_from=missing)
+        made = MadeDirs.before_making(run_dir)  # before the helper, which may make it (to spool)
+        return cls(info, tracking.in_helper(request, preload), made=made)
 
     @classmethod
     def sweep(cls, config: DictConfig) -> Launch:
@@ -186,7 +204,7 @@ class Launch:
             config, naming.swept_values(overrides, config.hydra.sweeper.get("params") or {})
         )
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
-        fresh = not sweep_dir.exists()
+        made = MadeDirs.before_making(sweep_dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         lock = FileLock(sweep_dir / ".linreg_exp.lock")
         try:
@@ -200,10 +218,10 @@ class Launch:
             launch = cls._open_sweep(config, sweep_dir, lock)
         except BaseException:  # its study or its store cannot be used: nothing ran, nothing kept
             lock.release()
-            if fresh:
-                shutil.rmtree(sweep_dir, ignore_errors=True)
+            if made is not None:
+                made.remove()
             raise
-        launch.fresh_sweep_dir = sweep_dir if fresh else None
+        launch.made = made
         return launch
 
     @classmethod
@@ -295,8 +313,8 @@ class Launch:
                 self.lock.release()
         # rejected: no parent reported, no run asked for (whose parent may exist unreported)
         never_ran = self.tracker.parent_run_id is None and not self.tracker.runs_started
-        if self.fresh_sweep_dir and never_ran:
-            shutil.rmtree(self.fresh_sweep_dir, ignore_errors=True)  # nothing to keep
+        if self.made is not None and never_ran:
+            self.made.remove()  # nothing to keep
         if closed.summary is not None:
             log.info("%s", closed.summary)
         if lost:
