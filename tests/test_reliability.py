@@ -82,6 +82,8 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], named: str
     assert lines[0].startswith("error: ") and named in lines[0]
     assert run_count(db) == 0
     assert not (tmp_path / "run").exists() and not (tmp_path / "multirun").exists()
+    # nor a store: a launch rejected before its first run never asks for one (recorder.py)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from linreg_exp.tracking import recorder, uris
 from linreg_exp.tracking import store as mlflow_store
 from linreg_exp.tracking.helper import Helper
 from linreg_exp.tracking.messages import (
+    Closed,
     EpochBatch,
     Epochs,
     Failed,
@@ -200,6 +201,20 @@ def test_the_helper_ends_the_run_killed_with_its_epochs_when_the_job_vanishes(st
     assert logged.info.status == "KILLED"
     assert "ended before reporting" in logged.data.tags["linreg.failure"]
     assert len(MlflowClient(store).get_metric_history(logged.info.run_id, "loss")) == 300
+
+
+def test_a_tracker_asked_nothing_makes_no_store_and_its_helper_is_ended_at_once(
+    tmp_path: Path,
+) -> None:
+    """A launch rejected before its first run (a job's config, the device) closes its tracker
+    having asked nothing: the store is never opened, so never made, and the helper, which was
+    only importing MLflow, is killed rather than waited for."""
+    db = tmp_path / "mlflow.db"
+    helper = Helper()
+    tracker = Tracker(helper, Open(f"sqlite:///{db}", "linreg"))
+    assert tracker.close() == Closed(None, None)
+    assert helper.process.returncode is not None  # ended by close, not left to finish
+    assert sorted(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

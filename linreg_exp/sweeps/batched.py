@@ -68,6 +68,9 @@ def launch(
     trackers = launch_.writers(max(1, wanted))  # their processes start while jobs compose
     jobs = compose(config, hydra_context, job_overrides, initial_job_idx, launch_.info, bases)
     entries = [(item.checked, item.job) for item in jobs if isinstance(item, Composed)]
+    if entries:  # runs will come: their store opens while torch is imported
+        for tracker in trackers:
+            tracker.open()
     from linreg_exp.engine import run_programs  # torch
 
     launch_.announce(wait=True)  # the parent's link, once its store (opening meanwhile) made it

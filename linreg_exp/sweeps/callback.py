@@ -1,9 +1,10 @@
 """Hydra's hooks, for tracking (conf/config.yaml names this callback under hydra.callbacks).
 
 A launch (launch.py: a single run, or a sweep and its parent run) opens before any job, so its
-store opens while the first job starts; each job is handed its description and its tracker just
-before it runs; the launch closes after the last job. Hydra gives a task function only the job's
-config, so the hand-over goes through the task function's `receive` (app.JobRunner).
+helper imports MLflow while the first job starts (the store opens when a run needs it); each
+job is handed its description and its tracker just before it runs; the launch closes after the
+last job. Hydra gives a task function only the job's config, so the hand-over goes through the
+task function's `receive` (app.JobRunner).
 
 Hydra turns an Exception raised in a hook into a warning and goes on: a launch that cannot open
 or close raises Abort, which the app reports.

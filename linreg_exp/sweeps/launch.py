@@ -181,7 +181,7 @@ class Launch:
 
     @classmethod
     def single(cls, config: DictConfig) -> Launch:
-        """A single run: checked before its output dir exists, its store opening at once."""
+        """A single run: checked before its output dir exists, its helper starting at once."""
         validate(config)
         uri = resolve_tracking_uri(config.mlflow.tracking_uri, Path.cwd())
         name = config.mlflow.experiment_name

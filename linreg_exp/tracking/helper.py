@@ -38,8 +38,10 @@ class Helper:
         )  # fmt: skip
         theirs.close()
         self.conn = ours
+        self.asked = False  # a helper asked nothing has only imported MLflow: `close` ends it
 
     def request(self, message: Request) -> Reply:
+        self.asked = True
         try:
             self.conn.send(message)
             reply: Reply = self.conn.recv()
@@ -56,8 +58,11 @@ class Helper:
             os.kill(self.process.pid, signal.SIGUSR1)
 
     def close(self, wait: float = EXIT_WAIT_SECONDS) -> None:
-        """Hang up: the helper ends whatever is still open and exits (killed after `wait`)."""
+        """Hang up: the helper ends whatever is still open and exits (killed after `wait`, or at
+        once if it was asked nothing: it holds nothing, and would finish importing MLflow)."""
         self.conn.close()
+        if not self.asked:
+            self.process.kill()
         try:
             self.process.wait(wait)
         except subprocess.TimeoutExpired:

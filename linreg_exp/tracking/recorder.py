@@ -1,6 +1,6 @@
 """The job's side of tracking: one API, wherever MLflow runs.
 
-    tracker = Tracker(transport, Open(uri, "linreg"))   # the store starts opening
+    tracker = Tracker(transport, Open(uri, "linreg"))   # nothing asked of the store yet
     tracker.opened()                                     # open, or TrackingError
     run = tracker.start_run(StartRun("run", ...), log_every_n_epochs=1, log_every_seconds=1.0)
     for each epoch: run.epoch(step, {"loss": ..., "weight": ..., "bias": ...})
@@ -17,6 +17,11 @@ batches every `log_every_seconds`, a batch is capped at about a second of the st
 time, and the queue holds one batch. When the store is slower than training, training waits:
 it is never more than a few seconds of store time ahead, and stopping never means minutes of
 catch-up. Signals reach only the main thread, never the thread writing to the pipe.
+
+The store is asked to open by the first request that needs it (`opened`, a run's start), or
+sooner by `open` where a launch knows its runs will come. Until then a helper process only
+imports MLflow, beside the job's own start: a launch rejected before (a job's config, its device)
+leaves no store behind, and its helper is ended without a word.
 
 Nothing here imports MLflow or torch.
 """
@@ -94,7 +99,12 @@ class Tracker:
         self._queue: queue.Queue[tuple[Request, Future[Reply]]] = queue.Queue(maxsize=1)
         self._worker = threading.Thread(target=self._serve, name="linreg-tracker", daemon=True)
         self._worker.start()
-        self._opened = self.submit(open_request)
+        self._opened: Future[Reply] | None = None  # Open's reply, once it is asked (`open`)
+
+    def open(self) -> None:
+        """Ask the store to open (once): the runs will come, whatever the job does next."""
+        if self._opened is None:
+            self._opened = self.submit(self.open_request)
 
     def report(self, run: str, step: int, values: Mapping[str, float]) -> None:
         """Metrics of a run at an epoch's step beyond the epoch's own (a sweep's objective every
@@ -105,6 +115,8 @@ class Tracker:
 
     def submit(self, message: Request) -> Future[Reply]:
         """Queue a request (waits while the queue is full); its reply comes as a Future."""
+        if self._opened is None and not isinstance(message, Open | Close):
+            self.open()  # the store first
         if self._reports and isinstance(message, Epochs):
             message = Epochs([part for batch in message.batches for part in self._merged(batch)])
         elif self._reports and isinstance(message, FinishRun) and message.run in self._reports:
@@ -157,6 +169,8 @@ class Tracker:
 
     def opened(self) -> Opened:
         """Wait until the store is open; TrackingError (before any run exists) if it cannot be."""
+        self.open()
+        assert self._opened is not None
         return reply_of(self._opened, Opened)
 
     def start_run(
@@ -211,7 +225,13 @@ class Tracker:
             if isinstance(message, FinishRun) and message.run in self.lost:
                 message = self.lost[message.run].failing(message)
             try:
-                reply = self._spooled(message) if self.spool else self.transport.request(message)
+                reply: Reply
+                if isinstance(message, Close) and self._opened is None:
+                    reply = Closed(None, None)  # the store was never asked for anything
+                elif self.spool:
+                    reply = self._spooled(message)
+                else:
+                    reply = self.transport.request(message)
             except BaseException as error:  # the helper is gone: every later request fails too
                 reply = self._spool_instead(message, error)
             if isinstance(message, Epochs) and isinstance(reply, Failed):
