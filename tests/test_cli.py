@@ -14,6 +14,7 @@ from PIL import Image
 
 from tests.conftest import REPO, cli_env, run_cli
 from tests.support.store import assert_nothing_running, only_run
+from tests.support.tutorial import tutorial_data
 
 pytestmark = pytest.mark.slow
 
@@ -21,16 +22,6 @@ pytestmark = pytest.mark.slow
 def history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
     points = MlflowClient(uri).get_metric_history(run_id, key)
     return sorted((m.step, m.value) for m in points)
-
-
-def tutorial_data(n: int = 1000) -> tuple[np.ndarray, np.ndarray]:
-    """The tutorial's data, generated here independently of linreg_exp."""
-    import torch
-
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(n, 1, generator=g) * 20 - 10
-    y = 2.0 * (x + torch.randn(n, 1, generator=g)) + 3.0
-    return x.double().numpy().ravel(), y.double().numpy().ravel()
 
 
 @pytest.fixture(scope="module")
@@ -127,23 +118,6 @@ def test_summary_says_where_to_look(default_run: tuple[str, Run, Path, str]) -> 
     assert "run    " in output and "linreg_exp.log" not in output
     assert f"files  {cwd / 'run'}   (config, log, pictures)" in output  # its output dir
     assert (cwd / "run" / "linreg_exp.log").read_text().count(run.info.run_id) >= 1
-
-
-def test_mse_matches_least_squares(tmp_path: Path, store: str) -> None:
-    """(That a run repeats exactly, rerun by its recorded command from elsewhere, is
-    tests/test_tables.py's, end to end; how the command is built, tests/test_jobs.py's.)"""
-    result = run_cli(["loss=mse", "plots.enabled=false"], tmp_path, store)
-    assert result.returncode == 0, result.stderr
-    client = MlflowClient(store)
-    (run,) = client.search_runs([client.get_experiment_by_name("linreg").experiment_id])
-    x, y = tutorial_data()
-    slope, intercept = np.polyfit(x, y, 1)
-    metrics = run.data.metrics
-    assert metrics["final_weight"] == pytest.approx(slope, abs=1e-3)
-    assert metrics["final_bias"] == pytest.approx(intercept, abs=1e-3)
-    assert not [a for a in client.list_artifacts(run.info.run_id)
-                if a.path.endswith((".png", ".gif"))]  # fmt: skip
-    assert run.data.tags["linreg.command"] == "python -m linreg_exp loss=mse plots.enabled=false"
 
 
 def test_the_console_script_helps_with_groups_and_examples(tmp_path: Path) -> None:

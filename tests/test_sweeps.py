@@ -133,6 +133,8 @@ def test_a_killed_sweep_resumes_keeping_its_finished_jobs(tmp_path: Path, store:
     ended = lambda: "RUNNING" not in runs_by_status(tmp_path / "mlflow.db")  # noqa: E731
     wait_until(ended, 60, "the helper ending the killed runs", interval=0.2)  # and all it had
     first = {r.info.run_id: r.info.status for r in sweep_dir_runs(store, tmp_path)}
+    # killed outright: its helper ended the parent and the job it was training KILLED
+    assert sorted(first.values()) == ["FINISHED", "FINISHED", "KILLED", "KILLED"], first
 
     result = run_cli(args, tmp_path, store, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -154,31 +156,31 @@ def test_a_killed_sweep_resumes_keeping_its_finished_jobs(tmp_path: Path, store:
     assert (sweep_dir / "summary.csv").is_file()
 
 
-def test_a_sweep_dir_holding_another_sweep_is_refused(tmp_path: Path, store: str) -> None:
+def test_a_sweep_dir_in_use_or_holding_another_sweep_is_refused(tmp_path: Path, store: str) -> None:
+    """A sweep dir is one sweep's: while its sweep runs, the same sweep started again is
+    refused (it would resume it twice at once); SIGTERM ends the running sweep's child and parent
+    KILLED; and a different sweep into its dir is refused too, in one line, adding no run."""
+    from tests.test_reliability import start_endless_sweep, wait_for_points
+
     sweep_dir = f"hydra.sweep.dir={tmp_path / 'sweep'}"
-    assert (
-        run_cli(["-m", "optimizer.lr=0.01,0.02", *FAST, sweep_dir], tmp_path, store).returncode == 0
-    )
-    before = len(sweep_dir_runs(store, tmp_path))
+    first = start_endless_sweep(tmp_path, store)  # optimizer.lr=0.01,0.02 into tmp_path / "sweep"
+    try:
+        wait_for_points(tmp_path / "mlflow.db", first)  # its first job trains
+        in_use = run_cli(["-m", "optimizer.lr=0.01,0.02", *FAST, sweep_dir], tmp_path, store)
+    finally:
+        first.send_signal(signal.SIGTERM)
+        _, stderr = first.communicate(timeout=60)
+    assert in_use.returncode == 2
+    assert "is in use by another sweep" in in_use.stderr, in_use.stderr
+    assert first.returncode == 128 + signal.SIGTERM, stderr
+    runs = sweep_dir_runs(store, tmp_path)
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"KILLED"}  # parent and child
+
     result = run_cli(["-m", "optimizer.lr=0.03,0.04", *FAST, sweep_dir], tmp_path, store)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "holds another sweep" in lines[0], result.stderr
-    assert len(sweep_dir_runs(store, tmp_path)) == before
-
-
-def test_a_sweep_dir_in_use_by_a_running_sweep_is_refused(tmp_path: Path, store: str) -> None:
-    from tests.test_reliability import start_endless_sweep
-
-    first = start_endless_sweep(tmp_path, store)  # into tmp_path / "sweep"
-    try:
-        args = ["-m", "optimizer.lr=0.01,0.02", *FAST, f"hydra.sweep.dir={tmp_path / 'sweep'}"]
-        result = run_cli(args, tmp_path, store)
-    finally:
-        first.terminate()
-        first.communicate(timeout=60)
-    assert result.returncode == 2
-    assert "is in use by another sweep" in result.stderr, result.stderr
+    assert len(sweep_dir_runs(store, tmp_path)) == 2
 
 
 def test_a_job_that_vanishes_is_marked_killed_when_its_sweep_ends(
