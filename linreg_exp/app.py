@@ -72,7 +72,7 @@ class JobRunner:
             raise LinregError("hydra.callbacks: linreg_exp's launch callback is missing")
         job, runs_before = assignment.job, assignment.tracker.runs_started
         try:
-            from linreg_exp.job import run  # torch: imported while the store opens
+            from linreg_exp.job import run  # torch: imported while the helper imports MLflow
 
             result = run(schema.typed(cfg), job, assignment.tracker)  # validated first
         except Exception as error:

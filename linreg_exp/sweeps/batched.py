@@ -68,12 +68,16 @@ def launch(
     trackers = launch_.writers(max(1, wanted))  # their processes start while jobs compose
     jobs = compose(config, hydra_context, job_overrides, initial_job_idx, launch_.info, bases)
     entries = [(item.checked, item.job) for item in jobs if isinstance(item, Composed)]
-    if entries:  # runs will come: their store opens while torch is imported
+    if entries:
+        # Jobs to run: their store opens while torch is imported. (A program may still refuse
+        # every job, for a device it lacks, say: the parent is then left with no child, as when
+        # every job of a sweep fails.) A batch whose every job was refused asks for no store.
         for tracker in trackers:
             tracker.open()
     from linreg_exp.engine import run_programs  # torch
 
-    launch_.announce(wait=True)  # the parent's link, once its store (opening meanwhile) made it
+    if entries:
+        launch_.announce(wait=True)  # the parent's link, once its store (opening meanwhile) made it
 
     results = iter(run_programs(entries, trackers, program_pruner))
     returns = []

@@ -134,7 +134,8 @@ def jobs_need_parent_id(launcher: str) -> bool:
     (joblib's workers, submitit's jobs: the launch waits for its store to create it). The
     batched launcher's jobs run here; only its extra writers need the id, and they ask for it
     when they start (Launch.writers), so that the launching process composes the sweep and
-    imports torch while its helper imports MLflow and opens the store (about 2 s of each)."""
+    imports torch while its helper imports MLflow (and, once the jobs are composed, opens the
+    store): about 2 s of each."""
     return jobs_of(launcher) != "here" and BATCHED_LAUNCHER not in launcher
 
 

@@ -24,4 +24,6 @@ def tracker_for_job(
         spool_dir=output_dir,
         outage_timeout=info.outage_timeout,
     )
-    return tracking.in_process(request), True
+    tracker = tracking.in_process(request)
+    tracker.open()  # a job of a launched sweep (its parent exists): MLflow opens beside torch
+    return tracker, True

@@ -100,6 +100,7 @@ class Tracker:
         self._worker = threading.Thread(target=self._serve, name="linreg-tracker", daemon=True)
         self._worker.start()
         self._opened: Future[Reply] | None = None  # Open's reply, once it is asked (`open`)
+        self._open_taken = False  # the worker took Open: only it reads and writes this
 
     def open(self) -> None:
         """Ask the store to open (once): the runs will come, whatever the job does next."""
@@ -222,11 +223,12 @@ class Tracker:
             except queue.Empty:
                 continue
             started = time.monotonic()
+            self._open_taken = self._open_taken or isinstance(message, Open)
             if isinstance(message, FinishRun) and message.run in self.lost:
                 message = self.lost[message.run].failing(message)
             try:
                 reply: Reply
-                if isinstance(message, Close) and self._opened is None:
+                if isinstance(message, Close) and not self._open_taken:
                     reply = Closed(None, None)  # the store was never asked for anything
                 elif self.spool:
                     reply = self._spooled(message)
