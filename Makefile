@@ -61,8 +61,8 @@ run: install
 
 ## test: the whole suite, browser and PostgreSQL tests included, on 4 pytest-xdist workers (most
 ## tests wait on subprocesses and servers; a module sharing a server or cluster stays on one
-## worker: tests/conftest.py; 4 workers: 6:40 to 7:00 of pytest from a fresh clone, 8:10 to 8:35
-## beside two CPU burners: docs/development.md);
+## worker: tests/conftest.py; 4 workers: 6:15 to 6:20 of pytest from a fresh clone, 7:40
+## beside two CPU burners, 9:00 with the install: docs/development.md);
 ## XDIST= runs it in this process
 XDIST ?= -n 4 --dist loadgroup
 test: install-dev system-deps
