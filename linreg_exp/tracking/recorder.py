@@ -102,10 +102,12 @@ class Tracker:
         self._opened: Future[Reply] | None = None  # Open's reply, once it is asked (`open`)
         self._open_taken = False  # the worker took Open: only it reads and writes this
 
-    def open(self) -> None:
-        """Ask the store to open (once): the runs will come, whatever the job does next."""
+    def open(self) -> Future[Reply]:
+        """Ask the store to open (once): the runs will come, whatever the job does next. Open's
+        reply, as a Future."""
         if self._opened is None:
             self._opened = self.submit(self.open_request)
+        return self._opened
 
     def report(self, run: str, step: int, values: Mapping[str, float]) -> None:
         """Metrics of a run at an epoch's step beyond the epoch's own (a sweep's objective every
@@ -170,9 +172,7 @@ class Tracker:
 
     def opened(self) -> Opened:
         """Wait until the store is open; TrackingError (before any run exists) if it cannot be."""
-        self.open()
-        assert self._opened is not None
-        return reply_of(self._opened, Opened)
+        return reply_of(self.open(), Opened)
 
     def start_run(
         self, request: StartRun, log_every_n_epochs: int = 1, log_every_seconds: float = 1.0
