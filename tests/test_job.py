@@ -95,6 +95,11 @@ def test_a_run_records_its_model_its_held_out_scores_and_its_own_params(
     residual = held_out.y.double().flatten() - (weight * held_out.x.double().flatten() + bias)
     assert result.metrics["val_mse"] == pytest.approx(float(residual.square().mean()))
     assert result.metrics["val_mae"] == pytest.approx(float(residual.abs().mean()))
+    # logged once, the run's and its model's at once (the model's page shows its scores)
+    assert len(client.get_metric_history(result.run_id, "val_mse")) == 1
+    model_id = logged.outputs.model_outputs[0].model_id
+    scores = {m.key: m.value for m in client.get_logged_model(model_id).metrics or []}
+    assert scores["val_mse"] == pytest.approx(result.metrics["val_mse"])
 
     # params: the experiment's own keys and the device it really used
     params = logged.data.params

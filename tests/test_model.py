@@ -100,7 +100,7 @@ def logged(tmp_path: Path, spec: LinearModelSpec) -> str:
     client = MlflowClient(store)
     experiment_id = client.create_experiment("models", str(tmp_path / "artifacts"))
     run = client.create_run(experiment_id)
-    model_id = model.log_model(client, experiment_id, run.info.run_id, spec, {"val_mse": 1.5})
+    model_id = model.log_model(client, experiment_id, run.info.run_id, spec)
     client.set_terminated(run.info.run_id)
     mlflow.set_tracking_uri(store)  # where models:/ URIs are looked up
     return f"models:/{model_id}"

@@ -19,16 +19,17 @@ the model): a run's epochs are that history, and there may be millions of them. 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.metadata
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow.pyfunc
 import pandas as pd
-from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
+from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 from mlflow.models import Model, ModelSignature
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import AnyType, ColSpec, Schema
 from mlflow.utils import requirements_utils
@@ -40,8 +41,11 @@ CODE = Path(__file__).with_name("fitted_line.py")
 REQUIRED = ("mlflow", "numpy", "pandas")  # what fitted_line.py imports, each its own module
 
 
+@functools.cache
 def requirements() -> list[str]:
-    """What loading the model needs, pinned to what logged it (no inference: it takes seconds)."""
+    """What loading the model needs, pinned to what logged it (no inference: it takes seconds).
+    Read once a process: a writer logs a model a run, and each lookup reads the distribution's
+    metadata from disk."""
     return [f"{name}=={importlib.metadata.version(name)}" for name in REQUIRED]
 
 
@@ -84,12 +88,13 @@ def input_example(features: list[str]) -> pd.DataFrame:
     return pd.DataFrame({name: [-1.0, 0.0, 1.0] for name in features})
 
 
-def log_model(
-    client: MlflowClient, experiment_id: str, run_id: str, spec: LinearModelSpec,
-    metrics: dict[str, float],
-) -> str:  # fmt: skip
-    """Log the linear model `spec` as the run's model; its metrics (the held-out scores, say)
-    are logged for the model too. Returns the model's id."""
+def log_model(client: MlflowClient, experiment_id: str, run_id: str, spec: LinearModelSpec) -> str:
+    """Log the linear model `spec` as the run's model; returns the model's id, for the metrics
+    that score it (logged with `model_id`, they are the run's and the model's at once).
+
+    Its files go to the artifact location that creating the model returned, through MLflow's
+    artifact repository for it: `MlflowClient.log_model_artifacts` would first read the model
+    back from the store to find that location (a sweep logs a model a run)."""
     features = list(spec["features"])
     weights = dict(zip(features, spec["weights"], strict=True))
     params = {weight_key(name, len(features)): repr(w) for name, w in weights.items()}
@@ -110,11 +115,8 @@ def log_model(
                 mlflow_model=Model(artifact_path=model.artifact_location, run_id=run_id,
                                    model_uuid=model.model_id, model_id=model.model_id),
             )  # fmt: skip
-        client.log_model_artifacts(model.model_id, str(path))
+        files = get_artifact_repository(model.artifact_location, tracking_uri=client.tracking_uri)
+        files.log_artifacts(str(path))  # type: ignore[no-untyped-call]
     client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
     client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
-    if metrics:
-        now = int(time.time() * 1000)
-        client.log_batch(run_id, [Metric(key, value, now, 0, model_id=model.model_id)
-                                  for key, value in metrics.items()])  # fmt: skip
     return str(model.model_id)

@@ -10,13 +10,16 @@
 Many runs at once (a batched sweep's) are a RunGroup (`tracker.start_runs`, stream.py): their
 epochs travel together, one Epochs request for all of them; a single run is a group of one.
 
-Requests travel in order through a bounded queue to one worker thread, which hands each to the
+Requests travel in order through a queue to one worker thread, which hands each to the
 transport (the helper's pipe, or a Session in this process) and waits for its reply. So the
 training loop never waits for the store, unless the store falls behind: epochs leave in
 batches every `log_every_seconds`, a batch is capped at about a second of the store's measured
-time, and the queue holds one batch. When the store is slower than training, training waits:
-it is never more than a few seconds of store time ahead, and stopping never means minutes of
-catch-up. Signals reach only the main thread, never the thread writing to the pipe.
+time, and the queue holds one batch of epochs. When the store is slower than training, training
+waits: it is never more than a few seconds of store time ahead, and stopping never means
+minutes of catch-up. A run's start and end never wait: they are small, a job has one of each,
+and a sweep's next batch of jobs composes, starts and trains while the last one's runs are
+ended and their models logged. Signals reach only the main thread, never the thread writing
+to the pipe.
 
 The store is asked to open by the first request that needs it (`opened`, a run's start), or
 sooner by `open` where a launch knows its runs will come. Until then a helper process only
@@ -96,7 +99,11 @@ class Tracker:
         self.lost: dict[str, LostEpochs] = {}
         self._stopping = False  # stop_waiting was said
         self._reports: dict[str, list[tuple[int, dict[str, float]]]] = {}  # see `report`
-        self._queue: queue.Queue[tuple[Request, Future[Reply]]] = queue.Queue(maxsize=1)
+        self._queue: queue.Queue[tuple[Request, Future[Reply]]] = queue.Queue()
+        # Epochs requests queued and taken by the worker: a batch waits while one is queued.
+        # Counted after the put, so a signal between the two can only let one more through.
+        self._epochs_queued = self._epochs_taken = 0
+        self._taken = threading.Condition()
         self._worker = threading.Thread(target=self._serve, name="linreg-tracker", daemon=True)
         self._worker.start()
         self._opened: Future[Reply] | None = None  # Open's reply, once it is asked (`open`)
@@ -117,7 +124,8 @@ class Tracker:
         self._reports.setdefault(run, []).append((step, dict(values)))
 
     def submit(self, message: Request) -> Future[Reply]:
-        """Queue a request (waits while the queue is full); its reply comes as a Future."""
+        """Queue a request (a batch of epochs waits while another is queued: the store is
+        behind); its reply comes as a Future."""
         if self._opened is None and not isinstance(message, Open | Close):
             self.open()  # the store first
         if self._reports and isinstance(message, Epochs):
@@ -128,7 +136,13 @@ class Tracker:
                 (step, time.time_ns() // 1_000_000, tuple(values.values()))])
                 for step, values in left]))  # fmt: skip
         future: Future[Reply] = Future()
+        if isinstance(message, Epochs):
+            with self._taken:
+                while self.busy:
+                    self._taken.wait(0.5)
         self._queue.put((message, future))
+        if isinstance(message, Epochs):
+            self._epochs_queued += 1
         return future
 
     def _merged(self, batch: EpochBatch) -> list[EpochBatch]:
@@ -161,7 +175,8 @@ class Tracker:
 
     @property
     def busy(self) -> bool:
-        return self._queue.full()
+        """A batch of epochs is queued, not yet taken: the store is behind."""
+        return self._epochs_queued > self._epochs_taken
 
     @property
     def batch_limit(self) -> int:
@@ -223,6 +238,10 @@ class Tracker:
             except queue.Empty:
                 continue
             started = time.monotonic()
+            if isinstance(message, Epochs):
+                with self._taken:
+                    self._epochs_taken += 1
+                    self._taken.notify_all()
             self._open_taken = self._open_taken or isinstance(message, Open)
             if isinstance(message, FinishRun) and message.run in self.lost:
                 message = self.lost[message.run].failing(message)

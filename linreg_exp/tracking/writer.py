@@ -57,7 +57,7 @@ class _OpenRun:
     last_step: int = -1  # the last epoch stored
     monitor: SystemMetricsMonitor | None = None  # MLflow's sampler of the machine, if asked
     set_up: bool = False  # its params, config and dataset are logged
-    model_logged: bool = False
+    model_id: str | None = None  # its model, once logged
 
 
 class Writer:
@@ -207,17 +207,29 @@ class Writer:
         log_dataset(self._client, run_id, info)
 
     def _store(self, request: Epochs) -> Stored:
+        """Store each run's new epochs in one call (MLflow's client splits it at its batch
+        limit). A run's epochs may come in several parts (a row where its sweep's objective was
+        scored has more metrics than its neighbours: Tracker.report), and each call costs the
+        store a transaction, which in a pruned search costs more than its points. A run's last
+        stored step moves only once its call succeeded: sent again, the rest is stored."""
+        points: dict[str, list[Metric]] = {}
+        last: dict[str, int] = {}
         stored = 0
         for batch in request.batches:
-            run = self._run(batch.run)
-            rows = [row for row in batch.rows if row[0] > run.last_step]
+            after = last.get(batch.run, self._run(batch.run).last_step)
+            rows = [row for row in batch.rows if row[0] > after]
             if not rows:
                 continue
-            metrics = [Metric(name, value, timestamp, step)
-                       for step, timestamp, values in rows
-                       for name, value in zip(batch.names, values, strict=True)]  # fmt: skip
+            points.setdefault(batch.run, []).extend(
+                Metric(name, value, timestamp, step)
+                for step, timestamp, values in rows
+                for name, value in zip(batch.names, values, strict=True)
+            )
+            last[batch.run], stored = rows[-1][0], stored + len(rows)
+        for key, metrics in points.items():
+            run = self.runs[key]
             self._client.log_batch(run.run_id, metrics=metrics)
-            run.last_step, stored = rows[-1][0], stored + len(rows)
+            run.last_step = last[key]
         return Stored(stored)
 
     def _run(self, key: str) -> _OpenRun:
@@ -226,15 +238,12 @@ class Writer:
         return self.runs[key]
 
     def _finish(self, request: FinishRun) -> Finished:
-        """Log a run's outcome and end it. An outage leaves it open (sent again, it logs what
-        it has not: the model once), another error ends it FAILED."""
+        """Log a run's files and model, then its outcome (its scores, the model's too, with its
+        tags, in one call), and end it. An outage leaves it open (sent again, it logs what it
+        has not: the model once), another error ends it FAILED."""
         open_run = self._run(request.run)
         run_id = open_run.run_id
         try:
-            now = int(time.time() * 1000)
-            metrics = [Metric(key, value, now, 0) for key, value in request.metrics.items()]
-            tags = run_tags({Tag.OUTCOME: request.outcome, **request.tags})
-            self._client.log_batch(run_id, metrics=metrics, tags=tags)
             files = [(file.path, file.directory) for file in request.files]
             if request.report is not None:
                 report = request.report
@@ -242,10 +251,14 @@ class Writer:
             for path, directory in files:
                 if Path(path).is_file():
                     self._client.log_artifact(run_id, path, directory)
-            if request.model is not None and not open_run.model_logged:
-                model.log_model(self._client, self.experiment_id, run_id, request.model,
-                                request.metrics)  # fmt: skip
-                open_run.model_logged = True
+            if request.model is not None and open_run.model_id is None:
+                open_run.model_id = model.log_model(self._client, self.experiment_id, run_id,
+                                                    request.model)  # fmt: skip
+            now = int(time.time() * 1000)
+            metrics = [Metric(key, value, now, 0, model_id=open_run.model_id)
+                       for key, value in request.metrics.items()]  # fmt: skip
+            tags = run_tags({Tag.OUTCOME: request.outcome, **request.tags})
+            self._client.log_batch(run_id, metrics=metrics, tags=tags)
         except BaseException as error:
             if isinstance(error, Exception) and is_outage(error):
                 raise
