@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 
 import mlflow
@@ -31,7 +32,7 @@ from linreg_exp.tracking.messages import (
     StartRun,
     Stored,
 )
-from linreg_exp.tracking.recorder import Tracker, Transport, finished
+from linreg_exp.tracking.recorder import RunStream, Tracker, Transport, finished
 from linreg_exp.tracking.session import InProcess, Session
 from linreg_exp.vocab import Outcome
 from tests.support.waiting import wait_until
@@ -354,6 +355,68 @@ def test_a_lost_batch_answered_after_the_next_was_queued_is_seen(store: str) -> 
     assert "epoch 1 not stored" in logged.data.tags["linreg.error"]
     steps = [m.step for m in MlflowClient(store).get_metric_history(logged.info.run_id, "loss")]
     assert 1 not in steps and {0, 2} <= set(steps)
+
+
+class HeldLink:
+    """A real in-process Session behind a link that holds its first batch of epochs until told:
+    a store that is behind."""
+
+    def __init__(self) -> None:
+        self.inner, self.held = InProcess(), False
+        self.holding = threading.Event()  # the first batch is in the link, unanswered
+        self.answer = threading.Event()  # the test says: store it now
+
+    def request(self, message: Request) -> Reply:
+        if isinstance(message, Epochs) and not self.held:
+            self.held = True
+            self.holding.set()
+            assert self.answer.wait(60), "hang guard"
+        return self.inner.request(message)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_only_a_batch_of_epochs_waits_for_a_store_that_is_behind(store: str) -> None:
+    link = HeldLink()
+    tracker = Tracker(link, Open(store, "linreg"))
+    first = tracker.start_run(start("first"), log_every_seconds=3600)  # batches leave when we say
+    first.epoch(0, epoch())
+    first.group._send()  # batch 1: held in the link
+    assert link.holding.wait(60), "hang guard"
+    first.epoch(1, epoch())
+    first.group._send()  # batch 2: queued behind it
+    assert tracker.busy
+    # a run's end and the next run's start queue at once (a sweep's next batch starts) ...
+    ends: list[Future[Reply]] = []
+    second: list[RunStream] = []
+
+    def move_on() -> None:
+        ends.append(first.finish(Outcome.COMPLETED))
+        second.append(tracker.start_run(start("second"), log_every_seconds=3600))
+
+    moving_on = threading.Thread(target=move_on)
+    moving_on.start()
+    moving_on.join(60)
+    assert not moving_on.is_alive() and second, "a run's end or start waited for the store"
+    # ... while a third batch of epochs waits until the second is taken
+    second[0].epoch(0, epoch())
+    third = threading.Thread(target=second[0].group._send)
+    third.start()
+    third.join(0.2)
+    assert third.is_alive()
+    link.answer.set()
+    third.join(60)
+    assert not third.is_alive(), "hang guard"
+    finished(ends[0])
+    finished(second[0].finish(Outcome.COMPLETED))
+    tracker.close()
+    client = MlflowClient(store)
+    for run, steps in ((first, [0, 1]), (second[0], [0])):
+        logged = client.get_run(run.started().run_id)
+        assert logged.info.status == "FINISHED"
+        history = client.get_metric_history(logged.info.run_id, "loss")
+        assert sorted(m.step for m in history) == steps
 
 
 class SlowLink:
