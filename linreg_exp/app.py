@@ -36,6 +36,7 @@ from omegaconf.errors import (
 from linreg_exp import schema, signals, startup
 from linreg_exp.errors import Abort, Diverged, LinregError, TrackingError
 from linreg_exp.sweeps.jobs import Assignment
+from linreg_exp.tracking.helper import start_early
 from linreg_exp.vocab import Outcome
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,8 @@ def run_hydra() -> int:
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
     entry = hydra.main(version_base="1.3", config_path=str(schema.CONFIG_DIR), config_name="config")
+    if not INFO_FLAGS & set(sys.argv[1:]):  # a launch: its helper imports MLflow meanwhile
+        start_early()
     try:
         if {"-c", "--cfg"} & set(sys.argv[1:]):
             print_checked_config(lambda: entry(JobRunner())())
@@ -228,6 +231,10 @@ def describe_config_error(error: BaseException) -> str:
 
 
 # The Hydra plugins an extra brings (pyproject.toml), by the config option each provides.
+# Hydra's flags that print and return: no launch, so no helper started early
+INFO_FLAGS = {"-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "--version",
+              "-sc", "--shell-completion", "-p", "--package", "--resolve"}  # fmt: skip
+
 EXTRAS = {
     ("hydra/launcher", "joblib"): "sweep",
     ("hydra/launcher", "submitit_local"): "sweep",

@@ -3,6 +3,9 @@ helper process: one protocol, the same results."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from linreg_exp.errors import TrackingError
 from linreg_exp.lifecycle import flatten
 from linreg_exp.report import sweep as sweep_report
-from linreg_exp.tracking import recorder, uris
+from linreg_exp.tracking import helper, recorder, uris
 from linreg_exp.tracking import store as mlflow_store
 from linreg_exp.tracking.helper import Helper
 from linreg_exp.tracking.messages import (
@@ -216,6 +219,27 @@ def test_a_tracker_asked_nothing_makes_no_store_and_its_helper_is_ended_at_once(
     assert tracker.close() == Closed(None, None)
     assert helper.process.returncode is not None  # ended by close, not left to finish
     assert sorted(tmp_path.iterdir()) == []
+
+
+def test_a_helper_started_early_serves_the_first_tracker_or_is_ended_at_exit(store: str) -> None:
+    """`python -m linreg_exp` starts its helper before Hydra composes (helper.start_early): the
+    launch's tracker takes it; a launch that never comes (bad input) leaves no process."""
+    helper.start_early()
+    early = helper._early
+    assert early is not None
+    taken = Helper()
+    assert taken.process is early[0] and helper._early is None
+    tracker = Tracker(taken, Open(store, "linreg"))
+    run = tracker.start_run(start())
+    run.epoch(0, epoch())
+    assert finished(run.finish(Outcome.COMPLETED)).run_id == run.started().run_id
+    tracker.close()
+    code = ("from linreg_exp.tracking import helper; helper.start_early(); "
+            "print(helper._early[0].pid, flush=True)")  # fmt: skip
+    pid = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True, timeout=120).stdout)  # fmt: skip
+    with pytest.raises(ProcessLookupError):  # ended (and reaped) before its launcher exited
+        os.kill(pid, 0)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -9,6 +9,7 @@ the pipe closes and the helper ends what the job left open KILLED, keeping every
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -16,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from multiprocessing import Pipe
+from multiprocessing.connection import Connection
 
 from linreg_exp.tracking.messages import Reply, Request
 
@@ -27,17 +29,13 @@ class Helper:
 
     def __init__(self, preload: Sequence[str] = ()) -> None:
         """`preload`: modules the helper imports once the store is open, before it is asked
-        for more (the report's plotting, so that drawing a run's pictures starts at once)."""
-        ours, theirs = Pipe()
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", "import signal; signal.signal(signal.SIGUSR1, signal.SIG_IGN)"
-             "\nfrom linreg_exp.tracking.helper_main import main; main()",  # SIGUSR1: see serve
-             str(theirs.fileno()), *preload],
-            pass_fds=[theirs.fileno()],
-            start_new_session=True,  # outside the job's process group: Ctrl-C goes to the job
-        )  # fmt: skip
-        theirs.close()
-        self.conn = ours
+        for more (the report's plotting, so that drawing a run's pictures starts at once).
+        The process started early (`start_early`) is taken if there is one."""
+        global _early
+        process, conn = _early or _spawn()
+        _early = None
+        conn.send(tuple(preload))  # the helper's first message: see helper_main.serve
+        self.process, self.conn = process, conn
         self.asked = False  # a helper asked nothing has only imported MLflow: `close` ends it
 
     def request(self, message: Request) -> Reply:
@@ -68,3 +66,39 @@ class Helper:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+_early: tuple[subprocess.Popen[bytes], Connection] | None = None
+
+
+def start_early() -> None:
+    """Start the launch's helper now, before Hydra composes the config: importing MLflow takes
+    it about 1.3 s of CPU, and a sweep's first batch (or a run's store) waits for it. The
+    first Helper takes it; one never taken is ended at exit (it was asked nothing)."""
+    global _early
+    if _early is None:
+        _early = _spawn()
+        atexit.register(_end_early)
+
+
+def _end_early() -> None:
+    global _early
+    if _early is not None:
+        process, conn = _early
+        _early = None
+        conn.close()
+        process.kill()
+        process.wait()
+
+
+def _spawn() -> tuple[subprocess.Popen[bytes], Connection]:
+    ours, theirs = Pipe()
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import signal; signal.signal(signal.SIGUSR1, signal.SIG_IGN)"
+         "\nfrom linreg_exp.tracking.helper_main import main; main()",  # SIGUSR1: see serve
+         str(theirs.fileno())],
+        pass_fds=[theirs.fileno()],
+        start_new_session=True,  # outside the job's process group: Ctrl-C goes to the job
+    )  # fmt: skip
+    theirs.close()
+    return process, ours

@@ -1,7 +1,8 @@
 """The helper process: a Session answering the job's requests over a pipe, until it hangs up.
 
-Started by tracking/helper.py as `python -c ... FD [MODULE ...]`: FD is its end of the pipe,
-the MODULEs are imported once the store is open (startup.py).
+Started by tracking/helper.py as `python -c ... FD`: FD is its end of the pipe. Its first
+message names the modules to import once the store is open (startup.py): a helper may be
+started before its launch knows them (helper.start_early).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from linreg_exp import startup
 from linreg_exp.tracking.session import Session
 
 
-def serve(conn: Connection, preload: Sequence[str] = ()) -> None:
+def serve(conn: Connection) -> None:
     """Answer requests in order until the job hangs up; then end what it left open. A run
     waiting for a store that stopped answering waits no more once the job says it is stopping
     (SIGUSR1: Helper.stop_waiting) or is gone (its pipe closed)."""
@@ -32,6 +33,7 @@ def serve(conn: Connection, preload: Sequence[str] = ()) -> None:
     signal.signal(signal.SIGUSR1, stop)
     session = Session(stop_waiting=lambda: stopping or conn.poll())
     try:
+        preload: Sequence[str] = conn.recv()
         conn.send(session.handle(conn.recv()))  # Open: the job may be waiting for it
         for module in preload:
             importlib.import_module(module)
@@ -44,5 +46,5 @@ def serve(conn: Connection, preload: Sequence[str] = ()) -> None:
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    serve(Connection(int(sys.argv[1])), sys.argv[2:])
+    serve(Connection(int(sys.argv[1])))
     startup.exit_now(0)  # every run is ended and committed
