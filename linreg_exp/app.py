@@ -230,11 +230,11 @@ def describe_config_error(error: BaseException) -> str:
     return "; ".join(lines[:2]) or type(error).__name__
 
 
-# The Hydra plugins an extra brings (pyproject.toml), by the config option each provides.
 # Hydra's flags that print and return: no launch, so no helper started early
 INFO_FLAGS = {"-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "--version",
               "-sc", "--shell-completion", "-p", "--package", "--resolve"}  # fmt: skip
 
+# The Hydra plugins an extra brings (pyproject.toml), by the config option each provides.
 EXTRAS = {
     ("hydra/launcher", "joblib"): "sweep",
     ("hydra/launcher", "submitit_local"): "sweep",

@@ -330,22 +330,25 @@ def test_a_batch_the_store_lost_stops_training_and_the_run_ends_failed(store: st
     assert "not stored" in logged.data.tags["linreg.error"]
 
 
-class LateAnswerLink:
-    """A real in-process Session behind a link that answers batch 2 (with a failure) only after
-    the job has queued batch 3: the race a loaded machine runs, driven on purpose."""
+class HoldingLink:
+    """A real in-process Session behind a link that holds batch `hold` of epochs, unanswered,
+    until the test says (`answer`): then it fails it with `failure`, or stores it. A store that
+    is behind, or the race a loaded machine runs (batch 2 answered after batch 3 was queued),
+    driven on purpose."""
 
-    def __init__(self) -> None:
-        self.inner, self.batches = InProcess(), 0
-        self.holding = threading.Event()  # batch 2 is in the link, unanswered
+    def __init__(self, hold: int, failure: str | None = None) -> None:
+        self.inner, self.hold, self.failure, self.batches = InProcess(), hold, failure, 0
+        self.holding = threading.Event()  # the batch is in the link, unanswered
         self.answer = threading.Event()  # the test says: answer it now
 
     def request(self, message: Request) -> Reply:
         if isinstance(message, Epochs):
             self.batches += 1
-            if self.batches == 2:
+            if self.batches == self.hold:
                 self.holding.set()
                 assert self.answer.wait(60), "hang guard"
-                return Failed("the store lost batch 2", user_error=False)
+                if self.failure is not None:
+                    return Failed(self.failure, user_error=False)
         return self.inner.request(message)
 
     def close(self) -> None:
@@ -353,7 +356,7 @@ class LateAnswerLink:
 
 
 def test_a_lost_batch_answered_after_the_next_was_queued_is_seen(store: str) -> None:
-    link = LateAnswerLink()
+    link = HoldingLink(hold=2, failure="the store lost batch 2")
     tracker = Tracker(link, Open(store, "linreg"))
     run = tracker.start_run(start(), log_every_seconds=3600)  # batches leave when we say
     run.epoch(0, epoch())
@@ -381,28 +384,8 @@ def test_a_lost_batch_answered_after_the_next_was_queued_is_seen(store: str) -> 
     assert 1 not in steps and {0, 2} <= set(steps)
 
 
-class HeldLink:
-    """A real in-process Session behind a link that holds its first batch of epochs until told:
-    a store that is behind."""
-
-    def __init__(self) -> None:
-        self.inner, self.held = InProcess(), False
-        self.holding = threading.Event()  # the first batch is in the link, unanswered
-        self.answer = threading.Event()  # the test says: store it now
-
-    def request(self, message: Request) -> Reply:
-        if isinstance(message, Epochs) and not self.held:
-            self.held = True
-            self.holding.set()
-            assert self.answer.wait(60), "hang guard"
-        return self.inner.request(message)
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 def test_only_a_batch_of_epochs_waits_for_a_store_that_is_behind(store: str) -> None:
-    link = HeldLink()
+    link = HoldingLink(hold=1)  # a store that is behind
     tracker = Tracker(link, Open(store, "linreg"))
     first = tracker.start_run(start("first"), log_every_seconds=3600)  # batches leave when we say
     first.epoch(0, epoch())
