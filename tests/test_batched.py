@@ -18,6 +18,7 @@ from torch import nn
 
 from linreg_exp.data import Dataset, make_dataset
 from linreg_exp.schema import DataConfig
+from linreg_exp.sweeps.batched import JOBS_PER_WRITER
 from linreg_exp.train import Member, OwnStep, Trainer, fit
 from tests.conftest import run_cli
 from tests.support.store import empty_store, points, sweep_runs
@@ -154,6 +155,26 @@ def test_configs_of_other_shapes_train_apart(tmp_path: Path) -> None:
     }  # SmoothL1Loss: a program of its own, with its loss and torch.optim
     # (a resumed sweep keeps its FINISHED rows: tests/test_lifecycle.py, in-process, and
     # tests/test_sweeps.py, end to end)
+
+
+@pytest.mark.slow
+def test_a_grid_past_one_writers_share_records_every_run_under_one_parent(tmp_path: Path) -> None:
+    """More jobs than one writer takes (JOBS_PER_WRITER): a second writer process records part
+    of them, on the parent that the launch's own writer created while the jobs composed."""
+    jobs = JOBS_PER_WRITER + 1
+    store = empty_store(tmp_path / "mlflow.db")
+    args = ["-m", "hydra/launcher=batched", f"seed=range(0,{jobs})", "trainer.epochs=20",
+            "plots.enabled=false", "mlflow.system_metrics=false",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
+    result = run_cli(args, tmp_path, store)
+    assert result.returncode == 0, result.stderr
+    parent, children = sweep_runs(store)
+    assert parent.info.status == "FINISHED"
+    assert sorted(int(c.data.tags["linreg.job_num"]) for c in children) == list(range(jobs))
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert points(store, child, "loss") == 20
 
 
 @pytest.mark.slow

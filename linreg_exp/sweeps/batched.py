@@ -72,8 +72,7 @@ def launch(
         # Jobs to run: their store opens while torch is imported. (A program may still refuse
         # every job, for a device it lacks, say: the parent is then left with no child, as when
         # every job of a sweep fails.) A batch whose every job was refused asks for no store.
-        for tracker in trackers:
-            tracker.open()
+        launch_.open_writers()
     from linreg_exp.engine import run_programs  # torch
 
     if entries:

@@ -289,9 +289,12 @@ class Launch:
         batch's floor): this launch's own and `count - 1` helper processes on the sweep's parent.
         They are started at the first batch and kept for the sweep, so that a sweeper launching
         batch after batch (Optuna's) pays for their start once, and a batch's runs are stored
-        while the next one trains; `close` ends them before the parent is summarised."""
+        while the next one trains; `close` ends them before the parent is summarised. Nothing
+        waits for the store here: their processes import MLflow while the jobs compose, this
+        launch's own opening the store and creating the parent that the others need, and
+        `open_writers` opens the others on it."""
         if count > 1 and self.info.parent_run_id is None and self.info.multirun:
-            self.info = replace(self.info, parent_run_id=self.tracker.opened().parent_run_id)
+            self.tracker.open()
         info, spool = self.info, self.tracker.open_request.spool_dir
         while len(self.extra_writers) < count - 1:
             number = len(self.extra_writers) + 1
@@ -301,6 +304,17 @@ class Launch:
                 outage_timeout=info.outage_timeout,
             )))  # fmt: skip
         return [self.tracker, *self.extra_writers[: max(0, count - 1)]]
+
+    def open_writers(self) -> None:
+        """Open the store for the writers (`writers`): this launch's first, then the others on
+        the sweep's parent, which the first names if it was not known (it creates it)."""
+        self.tracker.open()
+        if not self.extra_writers:
+            return
+        if self.info.parent_run_id is None and self.info.multirun:
+            self.info = replace(self.info, parent_run_id=self.tracker.opened().parent_run_id)
+        for writer in self.extra_writers:
+            writer.open(self.info.parent_run_id)
 
     def close(self, status: str | None = None) -> Closed:
         """End what is open (a sweep's parent: `status`, None for its jobs' outcomes). A run

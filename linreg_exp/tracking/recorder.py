@@ -32,6 +32,7 @@ Nothing here imports MLflow or torch.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import queue
 import sys
 import threading
@@ -109,10 +110,15 @@ class Tracker:
         self._opened: Future[Reply] | None = None  # Open's reply, once it is asked (`open`)
         self._open_taken = False  # the worker took Open: only it reads and writes this
 
-    def open(self) -> Future[Reply]:
+    def open(self, parent_run_id: str | None = None) -> Future[Reply]:
         """Ask the store to open (once): the runs will come, whatever the job does next. Open's
-        reply, as a Future."""
+        reply, as a Future. `parent_run_id`: the sweep's parent, for a tracker made before the
+        store had named it (a batched launch's extra writers start while its jobs compose)."""
         if self._opened is None:
+            if parent_run_id is not None:
+                self.open_request = dataclasses.replace(self.open_request,
+                                                        parent_run_id=parent_run_id)  # fmt: skip
+                self.parent_run_id = parent_run_id
             self._opened = self.submit(self.open_request)
         return self._opened
 
