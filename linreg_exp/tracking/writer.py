@@ -12,12 +12,17 @@ the model is logged once).
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import yaml  # type: ignore[import-untyped]
 from mlflow.entities import Metric, Param
+from mlflow.store.artifact.artifact_repo import ArtifactRepository
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
@@ -58,6 +63,8 @@ class _OpenRun:
     monitor: SystemMetricsMonitor | None = None  # MLflow's sampler of the machine, if asked
     set_up: bool = False  # its params, config and dataset are logged
     model_id: str | None = None  # its model, once logged
+    artifact_uri: str | None = None  # where its files go, as creating it said (else asked)
+    artifacts: ArtifactRepository | None = None  # MLflow's, for artifact_uri, once made
 
 
 class Writer:
@@ -180,7 +187,8 @@ class Writer:
         if self.parent_run_id is not None:
             tags[MLFLOW_PARENT_RUN_ID] = self.parent_run_id
         run = self._client.create_run(self.experiment_id, run_name=request.name, tags=tags)
-        self.runs[request.run] = open_run = _OpenRun(run.info.run_id)
+        open_run = _OpenRun(run.info.run_id, artifact_uri=run.info.artifact_uri)
+        self.runs[request.run] = open_run
         return self._set_up(request, open_run)
 
     def _set_up(self, request: StartRun, open_run: _OpenRun) -> Started:
@@ -192,7 +200,7 @@ class Writer:
                 open_run.monitor = self._sampler(run_id)
             params = [Param(key, value[:6000]) for key, value in request.params.items()]
             self._client.log_batch(run_id, params=params)
-            self._client.log_dict(run_id, request.config, "config.yaml")
+            self._log_config(open_run, request.config)
             if request.dataset is not None:
                 self._log_dataset(run_id, request.dataset)
         except BaseException as error:
@@ -202,6 +210,25 @@ class Writer:
             raise
         open_run.set_up = True
         return Started(request.run, run_id, self.experiment_id, self.parent_run_id)
+
+    def _files(self, open_run: _OpenRun) -> ArtifactRepository:
+        """The run's ArtifactRepository, made once from the location that creating the run
+        returned: `MlflowClient.log_artifact` and `log_dict` would read the whole run back
+        from the store first (to find that location), once a run, and a sweep creates
+        hundreds (docs/performance.md §8). A run this writer did not create (sync) is asked."""
+        if open_run.artifacts is None:
+            client = self._client
+            uri = open_run.artifact_uri or client.get_run(open_run.run_id).info.artifact_uri
+            open_run.artifacts = get_artifact_repository(uri, tracking_uri=client.tracking_uri)
+        return open_run.artifacts
+
+    def _log_config(self, open_run: _OpenRun, config: Mapping[str, Any]) -> None:
+        """The job's config as the run's config.yaml, in the config's own order."""
+        with tempfile.TemporaryDirectory() as scratch:
+            path = Path(scratch) / "config.yaml"
+            path.write_text(yaml.dump(dict(config), Dumper=yaml.CSafeDumper, sort_keys=False,
+                                      default_flow_style=False, indent=2))  # fmt: skip
+            self._files(open_run).log_artifact(str(path))
 
     def _log_dataset(self, run_id: str, info: DatasetInfo) -> None:
         log_dataset(self._client, run_id, info)
@@ -250,7 +277,7 @@ class Writer:
                 files += [(path, None) for path in report.run()]
             for path, directory in files:
                 if Path(path).is_file():
-                    self._client.log_artifact(run_id, path, directory)
+                    self._files(open_run).log_artifact(path, directory)
             if request.model is not None and open_run.model_id is None:
                 open_run.model_id = model.log_model(self._client, self.experiment_id, run_id,
                                                     request.model)  # fmt: skip
