@@ -160,7 +160,7 @@ class Trainer:
             self.x = torch.stack([s.x for s in datasets])
             self.y = torch.stack([s.y for s in datasets])
         self.x, self.y = self.x.to(device), self.y.to(device)  # [N, n, d], [N, n, 1]
-        set_cpu_threads(self.n * len(members))
+        set_cpu_threads(self.n)
         features = self.x.shape[2]
         weights, biases = [], []
         for member in members:  # each model initialised as nn.Linear(d, 1) is, from its seed
@@ -478,5 +478,9 @@ def resolve_device(name: str) -> torch.device:
 
 def set_cpu_threads(num_data: int) -> None:
     """One intra-op thread for small data (extra threads only wait on each other there, most of
-    all on a busy machine), all of them for large data."""
+    all on a busy machine), all of them for large data. `num_data`: one config's points. A
+    program of many small configs is not large data: its store's work (its writers, beside
+    this process) outweighs its arithmetic, and an extra thread spins at each op's barrier
+    while a writer holds the core it waits for (a 256-config grid on 2 cores: the process's
+    CPU 14.8 s with 2 threads, 7.6 s with one; docs/performance.md §8)."""
     torch.set_num_threads(1 if num_data < SMALL_DATA_POINTS else _DEFAULT_THREADS)
