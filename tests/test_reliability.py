@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from linreg_exp.app import register_configs
 from linreg_exp.errors import ConfigError
+from linreg_exp.sweeps.batched import JOBS_PER_WRITER
 from tests.conftest import CONF_DIR, cli_env, run_cli
 from tests.support.ports import free_port
 from tests.support.store import assert_nothing_running, empty_store, points_stored, runs_by_status
@@ -83,6 +84,20 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], named: str
     assert run_count(db) == 0
     assert not (tmp_path / "run").exists() and not (tmp_path / "multirun").exists()
     # nor a store: a launch rejected before its first run never asks for one (recorder.py)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_batched_sweep_whose_every_job_is_refused_leaves_nothing(tmp_path: Path) -> None:
+    """More jobs than one writer takes (two writers start while they compose): each is refused
+    by the schema, and no store, parent or sweep dir is made."""
+    seeds = JOBS_PER_WRITER // 2 + 1
+    args = ["-m", "hydra/launcher=batched", "optimizer.lr=0,-1", f"seed=range(0,{seeds})",
+            f"hydra.sweep.dir={tmp_path / 'multirun'}"]  # fmt: skip
+    result = run_cli(args, tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}", timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "error: optimizer.lr=0.0 is not allowed" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 

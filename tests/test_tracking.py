@@ -73,6 +73,18 @@ def test_mask_uri(uri: str, masked: str) -> None:
     assert uris.mask_override(f"mlflow.tracking_uri={uri}") == f"mlflow.tracking_uri={masked}"
 
 
+@pytest.mark.parametrize(("uri", "module"), [
+    ("sqlite:////tmp/mlflow.db", "mlflow.store.tracking.sqlalchemy_store"),
+    ("postgresql+psycopg2://u:p@host/db", "mlflow.store.tracking.sqlalchemy_store"),
+    ("https://mlflow.example.com", "mlflow.store.tracking.rest_store"),
+    ("file:///tmp/mlruns", None),
+])  # fmt: skip
+def test_a_helper_imports_its_stores_module_ahead(uri: str, module: str | None) -> None:
+    assert uris.store_module(uri) == module
+    if module is not None:
+        __import__(module)  # MLflow still keeps it there
+
+
 def test_mask_uri_with_a_colon_in_the_password() -> None:
     assert uris.mask_uri("postgresql://u:pa:ss@h:1/d") == "postgresql://u:***@h:1/d"
 

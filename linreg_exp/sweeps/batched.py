@@ -71,10 +71,7 @@ def launch(
     if entries:
         # Jobs to run: their store opens while torch is imported. (A program may still refuse
         # every job, for a device it lacks, say: the parent is then left with no child, as when
-        # every job of a sweep fails.) A batch whose every job was refused asks for no store,
-        # unless it has more jobs than one writer takes: then its store opened and its parent
-        # was made while they composed (Launch.writers), and the sweep's end deletes a parent
-        # that no job ran under.
+        # every job of a sweep fails.) A batch whose every job was refused asks for no store.
         launch_.open_writers()
     from linreg_exp.engine import run_programs  # torch
 

@@ -290,11 +290,8 @@ class Launch:
         They are started at the first batch and kept for the sweep, so that a sweeper launching
         batch after batch (Optuna's) pays for their start once, and a batch's runs are stored
         while the next one trains; `close` ends them before the parent is summarised. Nothing
-        waits for the store here: their processes import MLflow while the jobs compose, this
-        launch's own opening the store and creating the parent that the others need, and
-        `open_writers` opens the others on it."""
-        if count > 1 and self.info.parent_run_id is None and self.info.multirun:
-            self.tracker.open()
+        asks for the store here: their processes import MLflow and its store while the jobs
+        compose, and `open_writers` opens it once there are jobs to record."""
         info, spool = self.info, self.tracker.open_request.spool_dir
         while len(self.extra_writers) < count - 1:
             number = len(self.extra_writers) + 1

@@ -26,5 +26,7 @@ def in_process(request: Open) -> Tracker:
 def in_helper(request: Open, preload: tuple[str, ...] = ()) -> Tracker:
     """A tracker whose Session runs in a new helper process (see helper.py)."""
     from linreg_exp.tracking.helper import Helper
+    from linreg_exp.tracking.uris import store_module
 
-    return Tracker(Helper(preload), request)
+    module = store_module(request.tracking_uri)
+    return Tracker(Helper(preload, ahead=(module,) if module else ()), request)

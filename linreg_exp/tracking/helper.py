@@ -27,14 +27,16 @@ EXIT_WAIT_SECONDS = 30  # after Close the helper has nothing left but to exit
 class Helper:
     """A helper process and our end of its pipe (a Transport for the Tracker)."""
 
-    def __init__(self, preload: Sequence[str] = ()) -> None:
+    def __init__(self, preload: Sequence[str] = (), ahead: Sequence[str] = ()) -> None:
         """`preload`: modules the helper imports once the store is open, before it is asked
         for more (the report's plotting, so that drawing a run's pictures starts at once).
-        The process started early (`start_early`) is taken if there is one."""
+        `ahead`: modules it imports at once, while it waits for the store to be asked for (the
+        store's own: uris.store_module). The process started early (`start_early`) is taken
+        if there is one."""
         global _early
         process, conn = _early or _spawn()
         _early = None
-        conn.send(tuple(preload))  # the helper's first message: see helper_main.serve
+        conn.send((tuple(ahead), tuple(preload)))  # its first message: see helper_main.serve
         self.process, self.conn = process, conn
         self.asked = False  # a helper asked nothing has only imported MLflow: `close` ends it
 

@@ -1,12 +1,14 @@
 """The helper process: a Session answering the job's requests over a pipe, until it hangs up.
 
 Started by tracking/helper.py as `python -c ... FD`: FD is its end of the pipe. Its first
-message names the modules to import once the store is open (startup.py): a helper may be
-started before its launch knows them (helper.start_early).
+message names the modules to import at once (the store's, while the job composes) and those to
+import once the store is open (startup.py): a helper may be started before its launch knows
+them (helper.start_early).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import signal
 import sys
@@ -33,7 +35,12 @@ def serve(conn: Connection) -> None:
     signal.signal(signal.SIGUSR1, stop)
     session = Session(stop_waiting=lambda: stopping or conn.poll())
     try:
-        preload: Sequence[str] = conn.recv()
+        ahead: Sequence[str]
+        preload: Sequence[str]
+        ahead, preload = conn.recv()
+        for module in ahead:  # while the job composes: its Open comes later
+            with contextlib.suppress(ImportError):  # (Open then says what is wrong)
+                importlib.import_module(module)
         conn.send(session.handle(conn.recv()))  # Open: the job may be waiting for it
         for module in preload:
             importlib.import_module(module)

@@ -62,3 +62,18 @@ MODEL_TRAINING = "?workflowType=machine_learning"
 def run_url(uri: str, experiment_id: str, run_id: str) -> str:
     """A run's page in MLflow's UI, on its Model training pages."""
     return f"{ui_base_url(uri)}/#/experiments/{experiment_id}/runs/{run_id}{MODEL_TRAINING}"
+
+
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+
+
+def store_module(uri: str) -> str | None:
+    """The MLflow module that holds the store at `uri`: MLflow imports it at the store's first
+    open (its SQL store's takes about 1-2 s: the ORM's models), so a helper imports it ahead,
+    while it waits to be asked (helper_main.serve)."""
+    scheme = urlsplit(uri).scheme.split("+")[0]
+    if scheme in DATABASE_SCHEMES:
+        return "mlflow.store.tracking.sqlalchemy_store"
+    if scheme in ("http", "https"):
+        return "mlflow.store.tracking.rest_store"
+    return None
