@@ -7,7 +7,8 @@ seconds to it, and are kept off the job's path (benchmarks/results.md says what 
 
 1. MLflow. Importing it and opening the store is slow. A helper process (tracking/helper.py),
    started before Hydra composes the config (tracking/helper.start_early) and taken by the
-   launch (sweeps/launch.py), does that beside the job's own imports,
+   launch (sweeps/launch.py), does that beside the job's own imports (the store's own module
+   too: uris.store_module),
    and the job asks for the store only once its data is read (engine.py): by then the helper
    has about imported MLflow, and a run rejected before (its device, say) made no store. Then
    the helper imports HELPER_PRELOAD, the report's plotting, while the job trains: it draws the
