@@ -169,7 +169,8 @@ def print_checked_config(hydra_entry: Callable[[], None]) -> None:
 def report(error: BaseException) -> int:
     """The one error policy: what the user sees of `error`, and the exit code."""
     if isinstance(error, KeyboardInterrupt):
-        print("linreg_exp: interrupted", file=sys.stderr)
+        if not (isinstance(error, signals.Interrupted) and error.told):  # else said, with epochs
+            print("linreg_exp: interrupted", file=sys.stderr)
         return signals.exit_code_for(error)
     if isinstance(error, Diverged):  # the job's summary said why, and the run has it
         return Diverged.EXIT_CODE

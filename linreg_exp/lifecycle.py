@@ -190,6 +190,8 @@ class Lifecycle:
             epochs = 1 + max((run.last[0] for run in self.live if run.last), default=-1)
             print(f"\nlinreg_exp: interrupted after {epochs} epochs{of}",
                   file=sys.stderr)  # fmt: skip
+            if isinstance(stop, signals.Interrupted):
+                stop.told = True  # the error policy (app.report) adds no second line
             for run in self.live:
                 self._end(run, Outcome.INTERRUPTED, {Tag.STOPPED_BY: signals.describe(stop)})
             raise  # closing the tracker waits until the runs have ended

@@ -27,6 +27,7 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+        self.told = False  # the user was told what it stopped (the job's epochs): say no more
 
     @property
     def exit_code(self) -> int:

@@ -164,6 +164,13 @@ def test_a_stop_is_one_line_and_128_plus_the_signal(
     assert signals.exit_code_for(error) == code
 
 
+def test_a_stop_the_job_has_told_of_adds_no_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """Stopped while training, the job said `interrupted after N epochs`: that is the one line."""
+    error = signals.Interrupted(signal.SIGINT)
+    error.told = True
+    assert reported(error, capsys) == (130, [])
+
+
 def test_a_bug_shows_its_traceback_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
     for bug in (RuntimeError("boom"), OSError("no file named")):  # an OSError naming no file
         try:
