@@ -132,10 +132,10 @@ def jobs_of(launcher: str) -> Jobs:
 def jobs_need_parent_id(launcher: str) -> bool:
     """Whether jobs in other processes need the parent run's id before the first starts
     (joblib's workers, submitit's jobs: the launch waits for its store to create it). The
-    batched launcher's jobs run here; only its extra writers need the id, and they ask for it
-    when they start (Launch.writers), so that the launching process composes the sweep and
-    imports torch while its helper imports MLflow (and, once the jobs are composed, opens the
-    store): about 2 s of each."""
+    batched launcher's jobs run here; only its extra writers need the id, and they are given it
+    once the jobs are composed (Launch.open_writers), so that the launching process composes
+    the sweep while its helpers import MLflow, and imports torch while they open the store:
+    about 2 s of each."""
     return jobs_of(launcher) != "here" and BATCHED_LAUNCHER not in launcher
 
 

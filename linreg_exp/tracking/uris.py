@@ -41,17 +41,20 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
+def is_server(uri: str) -> bool:
+    """Whether `uri` is a tracking server's (`mlflow server`), not a store MLflow opens itself."""
+    return uri.startswith(("http://", "https://"))
+
+
 def ui_command(uri: str, port: int = 5000) -> str:
     """The shell command that serves this store's UI (None needed for a tracking server)."""
-    if uri.startswith(("http://", "https://")):
+    if is_server(uri):
         return f"open {uri}"
     return f"mlflow ui --backend-store-uri {mask_uri(uri)} --host 127.0.0.1 --port {port}"
 
 
 def ui_base_url(uri: str, port: int = 5000) -> str:
-    return (
-        uri.rstrip("/") if uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{port}"
-    )
+    return uri.rstrip("/") if is_server(uri) else f"http://127.0.0.1:{port}"
 
 
 # MLflow 3's UI opens its GenAI pages unless a link asks for Model training (it ignores the
@@ -71,9 +74,8 @@ def store_module(uri: str) -> str | None:
     """The MLflow module that holds the store at `uri`: MLflow imports it at the store's first
     open (its SQL store's takes about 1-2 s: the ORM's models), so a helper imports it ahead,
     while it waits to be asked (helper_main.serve)."""
-    scheme = urlsplit(uri).scheme.split("+")[0]
-    if scheme in DATABASE_SCHEMES:
-        return "mlflow.store.tracking.sqlalchemy_store"
-    if scheme in ("http", "https"):
+    if is_server(uri):
         return "mlflow.store.tracking.rest_store"
+    if urlsplit(uri).scheme.split("+")[0] in DATABASE_SCHEMES:
+        return "mlflow.store.tracking.sqlalchemy_store"
     return None

@@ -63,8 +63,7 @@ class _OpenRun:
     monitor: SystemMetricsMonitor | None = None  # MLflow's sampler of the machine, if asked
     set_up: bool = False  # its params, config and dataset are logged
     model_id: str | None = None  # its model, once logged
-    artifact_uri: str | None = None  # where its files go, as creating it said (else asked)
-    artifacts: ArtifactRepository | None = None  # MLflow's, for artifact_uri, once made
+    artifacts: ArtifactRepository | None = None  # where its files go (MLflow's), once known
 
 
 class Writer:
@@ -187,8 +186,9 @@ class Writer:
         if self.parent_run_id is not None:
             tags[MLFLOW_PARENT_RUN_ID] = self.parent_run_id
         run = self._client.create_run(self.experiment_id, run_name=request.name, tags=tags)
-        open_run = _OpenRun(run.info.run_id, artifact_uri=run.info.artifact_uri)
-        self.runs[request.run] = open_run
+        artifacts = get_artifact_repository(run.info.artifact_uri,
+                                            tracking_uri=self._client.tracking_uri)  # fmt: skip
+        self.runs[request.run] = open_run = _OpenRun(run.info.run_id, artifacts=artifacts)
         return self._set_up(request, open_run)
 
     def _set_up(self, request: StartRun, open_run: _OpenRun) -> Started:
@@ -212,13 +212,13 @@ class Writer:
         return Started(request.run, run_id, self.experiment_id, self.parent_run_id)
 
     def _files(self, open_run: _OpenRun) -> ArtifactRepository:
-        """The run's ArtifactRepository, made once from the location that creating the run
-        returned: `MlflowClient.log_artifact` and `log_dict` would read the whole run back
+        """The run's ArtifactRepository, made from the location that creating the run returned
+        (`_start`): `MlflowClient.log_artifact` and `log_dict` would read the whole run back
         from the store first (to find that location), once a run, and a sweep creates
         hundreds (docs/performance.md §8). A run this writer did not create (sync) is asked."""
         if open_run.artifacts is None:
             client = self._client
-            uri = open_run.artifact_uri or client.get_run(open_run.run_id).info.artifact_uri
+            uri = client.get_run(open_run.run_id).info.artifact_uri
             open_run.artifacts = get_artifact_repository(uri, tracking_uri=client.tracking_uri)
         return open_run.artifacts
 
